@@ -108,9 +108,7 @@ class _Geometry:
         return self.cx + u * self.radius - self.box[0], self.apex_y + v * self.radius - self.box[1]
 
 
-def _fan_geometry(
-    height: int, width: int, *, cx: float, apex_y: float, radius: float
-) -> _Geometry:
+def _fan_geometry(height: int, width: int, *, cx: float, apex_y: float, radius: float) -> _Geometry:
     half_w = radius * math.sin(_HALF_ANGLE)
     x0 = max(0, math.floor(cx - half_w))
     x1 = min(width - 1, math.ceil(cx + half_w))
@@ -145,11 +143,17 @@ def spectral_region(height: int, width: int) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
+_SPECTRAL_FULL_CM_S = 100.0  # velocity at the top of the spectral strip
+
+
+def _spectral_baseline(strip_rows: int) -> int:
+    """Row of the zero-velocity baseline inside a spectral strip of ``strip_rows`` rows."""
+    return round(0.62 * (strip_rows - 1))
+
+
 def _still_geometry(height: int, width: int) -> _Geometry:
     """The small 2-D sector at the top of a spectral Doppler still."""
-    return _fan_geometry(
-        height, width, cx=(width - 1) / 2.0, apex_y=round(0.075 * height), radius=0.30 * height
-    )
+    return _fan_geometry(height, width, cx=(width - 1) / 2.0, apex_y=round(0.075 * height), radius=0.30 * height)
 
 
 @functools.lru_cache(maxsize=32)
@@ -198,8 +202,16 @@ class _Shape:
     extra: tuple[float, ...] = ()
 
 
-def _ch(u: float, v: float, a: float, b: float, angle: float = 0.0, wall: float = 0.02,
-        role: str = "static", wall_value: float = 150.0) -> _Shape:
+def _ch(
+    u: float,
+    v: float,
+    a: float,
+    b: float,
+    angle: float = 0.0,
+    wall: float = 0.02,
+    role: str = "static",
+    wall_value: float = 150.0,
+) -> _Shape:
     return _Shape("chamber", u, v, a, b, angle, _BLOOD, wall, wall_value, role)
 
 
@@ -288,13 +300,9 @@ class _ColourBox:
 
 
 _COLOUR_BOX = {
-    "Apical_Doppler": _ColourBox(0.50, 0.88, 0.0, 0.36, (0.12, 0.60, 0.09), (0.14, 0.76, 0.07)),
-    "Doppler_Parasternal_Long": _ColourBox(
-        0.36, 0.82, 0.12, 0.52, (0.24, 0.70, 0.08), (0.24, 0.45, 0.08)
-    ),
-    "Doppler_Parasternal_Short": _ColourBox(
-        0.22, 0.58, -0.60, -0.05, (-0.02, 0.36, 0.08), (-0.17, 0.31, 0.08)
-    ),
+    "Apical_Doppler": _ColourBox(0.40, 0.88, 0.0, 0.36, (0.12, 0.50, 0.09), (0.14, 0.76, 0.07)),
+    "Doppler_Parasternal_Long": _ColourBox(0.36, 0.82, 0.12, 0.52, (0.24, 0.70, 0.08), (0.24, 0.45, 0.08)),
+    "Doppler_Parasternal_Short": _ColourBox(0.22, 0.58, -0.60, -0.05, (-0.02, 0.36, 0.08), (-0.17, 0.31, 0.08)),
 }
 
 
@@ -319,9 +327,9 @@ def _ecg(phase: np.ndarray) -> np.ndarray:
 
 
 # Rayleigh inverse CDF on 256 quantiles, normalised to mean 1 (speckle amplitude).
-_RAYLEIGH_LUT = (
-    np.sqrt(-2.0 * np.log(1.0 - (np.arange(256) + 0.5) / 256.0)) / math.sqrt(math.pi / 2.0)
-).astype(np.float32)
+_RAYLEIGH_LUT = (np.sqrt(-2.0 * np.log(1.0 - (np.arange(256) + 0.5) / 256.0)) / math.sqrt(math.pi / 2.0)).astype(
+    np.float32
+)
 
 _SHIFT = 4  # cv2 sub-pixel bits
 _ONE = 1 << _SHIFT
@@ -351,10 +359,7 @@ def _jitter_shapes(
         size = scale * rng.uniform(0.97, 1.03)
         gain = rng.uniform(0.85, 1.15)
         if sh.kind == "band":
-            out.append(
-                _Shape("band", 0.0, max(0.0, sh.v + dv + lv), sh.a + dv + lv,
-                       value=sh.value * gain)
-            )
+            out.append(_Shape("band", 0.0, max(0.0, sh.v + dv + lv), sh.a + dv + lv, value=sh.value * gain))
             continue
         u, v = move(sh.u, sh.v, lu, lv)
         if sh.kind == "seg":
@@ -367,17 +372,31 @@ def _jitter_shapes(
             extra = (*extra[:-2], extra[-2] * size, extra[-1] * size)
         out.append(
             _Shape(
-                sh.kind, u, v, a, b, sh.angle + rot,
+                sh.kind,
+                u,
+                v,
+                a,
+                b,
+                sh.angle + rot,
                 sh.value if sh.value == _BLOOD else sh.value * gain,
-                sh.wall * size, sh.wall_value * gain, sh.role, extra,
+                sh.wall * size,
+                sh.wall_value * gain,
+                sh.role,
+                extra,
             )
         )
     return out, (du, dv, scale, rot)
 
 
 def _draw_shapes(
-    img: np.ndarray, geom: _Geometry, shapes: list[_Shape], *,
-    lv_factor: float, rv_factor: float, atrium_factor: float, thicken: float,
+    img: np.ndarray,
+    geom: _Geometry,
+    shapes: list[_Shape],
+    *,
+    lv_factor: float,
+    rv_factor: float,
+    atrium_factor: float,
+    thicken: float,
     background: float,
 ) -> None:
     """Draw ``shapes`` into the uint8 echogenicity crop ``img`` (h, w) in place."""
@@ -394,37 +413,59 @@ def _draw_shapes(
         if sh.kind == "band":
             centre = pt(0.0, 0.0)
             cv2.circle(img, centre, round(sh.a * R * _ONE), sh.value, -1, cv2.LINE_8, _SHIFT)
-            cv2.circle(img, centre, round(sh.v * R * _ONE), background, -1, cv2.LINE_8,
-                       _SHIFT)
+            cv2.circle(img, centre, round(sh.v * R * _ONE), background, -1, cv2.LINE_8, _SHIFT)
         elif sh.kind == "seg":
             thick, wall = sh.extra
             p0, p1 = pt(sh.u, sh.v), pt(sh.a, sh.b)
             if wall > 0:
-                cv2.line(img, p0, p1, sh.wall_value, max(1, round((thick + 2 * wall) * R)),
-                         cv2.LINE_8, _SHIFT)
+                cv2.line(img, p0, p1, sh.wall_value, max(1, round((thick + 2 * wall) * R)), cv2.LINE_8, _SHIFT)
             cv2.line(img, p0, p1, sh.value, max(1, round(thick * R)), cv2.LINE_8, _SHIFT)
         elif sh.kind == "arc":
             start, end, thick, wall = sh.extra
             c, axes = pt(sh.u, sh.v), ax(sh.a, sh.b)
             if wall > 0:
-                cv2.ellipse(img, c, axes, sh.angle, start, end, sh.wall_value,
-                            max(1, round((thick + 2 * wall) * R)), cv2.LINE_8, _SHIFT)
-            cv2.ellipse(img, c, axes, sh.angle, start, end, sh.value,
-                        max(1, round(thick * R)), cv2.LINE_8, _SHIFT)
+                cv2.ellipse(
+                    img,
+                    c,
+                    axes,
+                    sh.angle,
+                    start,
+                    end,
+                    sh.wall_value,
+                    max(1, round((thick + 2 * wall) * R)),
+                    cv2.LINE_8,
+                    _SHIFT,
+                )
+            cv2.ellipse(img, c, axes, sh.angle, start, end, sh.value, max(1, round(thick * R)), cv2.LINE_8, _SHIFT)
         else:
             f = {"lv": lv_factor, "rv": rv_factor, "atrium": atrium_factor}.get(sh.role, 1.0)
             c = pt(sh.u, sh.v)
             if sh.kind == "chamber" and sh.wall > 0:
                 wall = sh.wall * (thicken if sh.role == "lv" else 1.0)
-                cv2.ellipse(img, c, ax(sh.a * f + wall, sh.b * f + wall), sh.angle, 0, 360,
-                            sh.wall_value, -1, cv2.LINE_8, _SHIFT)
-            cv2.ellipse(img, c, ax(sh.a * f, sh.b * f), sh.angle, 0, 360, sh.value, -1,
-                        cv2.LINE_8, _SHIFT)
+                cv2.ellipse(
+                    img,
+                    c,
+                    ax(sh.a * f + wall, sh.b * f + wall),
+                    sh.angle,
+                    0,
+                    360,
+                    sh.wall_value,
+                    -1,
+                    cv2.LINE_8,
+                    _SHIFT,
+                )
+            cv2.ellipse(img, c, ax(sh.a * f, sh.b * f), sh.angle, 0, 360, sh.value, -1, cv2.LINE_8, _SHIFT)
 
 
 def _render_sector(
-    rng: np.random.Generator, geom: _Geometry, view: str, *, phases: np.ndarray,
-    lv_scale: float, wall_motion: float, colour: bool = True,
+    rng: np.random.Generator,
+    geom: _Geometry,
+    view: str,
+    *,
+    phases: np.ndarray,
+    lv_scale: float,
+    wall_motion: float,
+    colour: bool = True,
 ) -> np.ndarray:
     """Render the fan crop for each cardiac phase: RGB uint8 (n, h, w, 3) of the box.
 
@@ -447,7 +488,9 @@ def _render_sector(
         frame = echo[i]
         frame.fill(round(background))
         _draw_shapes(
-            frame, geom, shapes,
+            frame,
+            geom,
+            shapes,
             lv_factor=lv_scale * (1.0 - wall_motion * c),
             rv_factor=1.0 - 0.12 * c,
             atrium_factor=1.0 + 0.06 * c,
@@ -485,8 +528,15 @@ def _render_sector(
 
 
 def _add_colour_flow(
-    rng: np.random.Generator, geom: _Geometry, rgb: np.ndarray, echo: np.ndarray,
-    speckle: np.ndarray, box: _ColourBox, contraction: np.ndarray, du: float, dv: float,
+    rng: np.random.Generator,
+    geom: _Geometry,
+    rgb: np.ndarray,
+    echo: np.ndarray,
+    speckle: np.ndarray,
+    box: _ColourBox,
+    contraction: np.ndarray,
+    du: float,
+    dv: float,
 ) -> None:
     """Paint red/blue colour flow over blood inside the colour box (in place).
 
@@ -494,10 +544,7 @@ def _add_colour_flow(
     """
     r, theta, fan = _polar(geom)
     jr, jt = rng.uniform(-0.03, 0.03, size=2)
-    inbox = (
-        fan & (r >= box.r0 + jr + dv) & (r <= box.r1 + jr + dv)
-        & (theta >= box.t0 + jt) & (theta <= box.t1 + jt)
-    )
+    inbox = fan & (r >= box.r0 + jr + dv) & (r <= box.r1 + jr + dv) & (theta >= box.t0 + jt) & (theta <= box.t1 + jt)
     rows = np.flatnonzero(inbox.any(axis=1))
     cols = np.flatnonzero(inbox.any(axis=0))
     if rows.size == 0 or cols.size == 0:
@@ -525,13 +572,11 @@ def _add_colour_flow(
     alias = (np.clip((mag - 0.7) * 3.0, 0.0, 1.0) * 230.0).astype(np.uint8)
     zero = np.zeros_like(main)
     pos = vel > 0
-    colour = np.stack(
-        [np.where(pos, main, zero), alias, np.where(pos, zero, main)], axis=-1
-    )
+    colour = np.stack([np.where(pos, main, zero), alias, np.where(pos, zero, main)], axis=-1)
     sub = rgb[:, ys, xs]
     sub[mask] = colour[mask]
     # thin outline of the colour box (grey), as drawn by the scanner
-    outline = (sub_box ^ cv2.erode(sub_box.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    outline = sub_box ^ cv2.erode(sub_box.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     sub[:, outline] = 150
 
 
@@ -542,8 +587,9 @@ def _font_scale(height: int) -> float:
     return max(0.25, height / 560.0)
 
 
-def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float,
-          colour: tuple[int, int, int] = (255, 255, 255)) -> None:
+def _text(
+    img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour: tuple[int, int, int] = (255, 255, 255)
+) -> None:
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
 
 
@@ -553,8 +599,13 @@ def _text_width(text: str, scale: float) -> tuple[int, int, int]:
 
 
 def _ecg_trace(
-    img: np.ndarray, band: tuple[int, int, int, int], *, hr_bpm: float, t_start: float,
-    sweep_s: float, phase0: float,
+    img: np.ndarray,
+    band: tuple[int, int, int, int],
+    *,
+    hr_bpm: float,
+    t_start: float,
+    sweep_s: float,
+    phase0: float,
 ) -> None:
     """Draw a green ECG polyline into ``band`` (x0, y0, x1, y1) of ``img`` in place."""
     bx0, by0, bx1, by1 = band
@@ -585,12 +636,18 @@ def _colour_bar(img: np.ndarray, x0: int, y0: int, width: int, height: int) -> N
     alias = np.clip((mag - 0.7) * 3.0, 0.0, 1.0) * 230
     bar = np.stack([np.where(s > 0, main, 0), alias, np.where(s > 0, 0, main)], axis=-1)
     bar[height // 2] = 200  # baseline
-    img[y0:y0 + height, x0:x0 + width] = np.repeat(bar, width, axis=1).astype(np.uint8)
+    img[y0 : y0 + height, x0 : x0 + width] = np.repeat(bar, width, axis=1).astype(np.uint8)
 
 
 def _static_overlay(
-    geom: _Geometry, *, view: str, hr_bpm: float, frame_time_ms: float,
-    gain_db: int, band: tuple[int, int, int, int], ecg_kw: dict[str, float],
+    geom: _Geometry,
+    *,
+    view: str,
+    hr_bpm: float,
+    frame_time_ms: float,
+    gain_db: int,
+    band: tuple[int, int, int, int],
+    ecg_kw: dict[str, float],
 ) -> np.ndarray:
     """Text, depth scale, colour bar and ECG for one cine: RGB uint8 (H, W, 3).
 
@@ -632,7 +689,7 @@ def _static_overlay(
                 _text(img, str(cm), (xt + 6, yy + th // 2), fs * 0.8)
 
     _ecg_trace(img, band, hr_bpm=hr_bpm, **ecg_kw)
-    img[y0:y1 + 1, x0:x1 + 1] = 0
+    img[y0 : y1 + 1, x0 : x1 + 1] = 0
     return img
 
 
@@ -644,8 +701,16 @@ def _ecg_band(height: int, width: int, top: int) -> tuple[int, int, int, int]:
 
 
 def synth_cine(
-    rng: np.random.Generator, *, view: str, n_frames: int, height: int, width: int,
-    lv_scale: float, wall_motion: float, hr_bpm: float, frame_time_ms: float,
+    rng: np.random.Generator,
+    *,
+    view: str,
+    n_frames: int,
+    height: int,
+    width: int,
+    lv_scale: float,
+    wall_motion: float,
+    hr_bpm: float,
+    frame_time_ms: float,
 ) -> np.ndarray:
     """Render a synthetic GE Vivid echocardiogram cine of one ``view``.
 
@@ -662,6 +727,8 @@ def synth_cine(
     """
     if n_frames < 1:
         raise ValueError("n_frames must be >= 1")
+    if hr_bpm <= 0 or frame_time_ms <= 0 or lv_scale <= 0:
+        raise ValueError("hr_bpm, frame_time_ms and lv_scale must be positive")
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
     geom = _screen_geometry(height, width)
@@ -672,20 +739,23 @@ def synth_cine(
     times = t_start + np.arange(n_frames) * (frame_time_ms / 1000.0)
     phases = (times * hr_bpm / 60.0 + phase0) % 1.0
 
-    crop = _render_sector(rng, geom, view, phases=phases, lv_scale=lv_scale,
-                          wall_motion=wall_motion)
+    crop = _render_sector(rng, geom, view, phases=phases, lv_scale=lv_scale, wall_motion=wall_motion)
     band = _ecg_band(height, width, y1)
     overlay = _static_overlay(
-        geom, view=view, hr_bpm=hr_bpm, frame_time_ms=frame_time_ms,
-        gain_db=int(rng.integers(4, 20)), band=band,
+        geom,
+        view=view,
+        hr_bpm=hr_bpm,
+        frame_time_ms=frame_time_ms,
+        gain_db=int(rng.integers(4, 20)),
+        band=band,
         ecg_kw={"t_start": t_start, "sweep_s": sweep_s, "phase0": phase0},
     )
     out = np.empty((n_frames, height, width, 3), dtype=np.uint8)
     out[:] = overlay
-    out[:, y0:y1 + 1, x0:x1 + 1] = crop
+    out[:, y0 : y1 + 1, x0 : x1 + 1] = crop
     if band[3] - band[1] >= 3:
         for i, cx in enumerate(_ecg_cursor_x(band, times, sweep_s)):
-            out[i, band[1]:band[3] + 1, cx] = (255, 255, 0)
+            out[i, band[1] : band[3] + 1, cx] = (255, 255, 0)
     return out
 
 
@@ -708,20 +778,17 @@ def synth_doppler_still(rng: np.random.Generator, *, height: int, width: int) ->
     geom = _still_geometry(height, width)
     sx0, sy0, sx1, sy1 = geom.box
     view = str(rng.choice(["A4C", "A5C"]))
-    crop = _render_sector(rng, geom, view, phases=np.array([0.6]), lv_scale=1.0,
-                          wall_motion=0.2, colour=False)[0]
+    crop = _render_sector(rng, geom, view, phases=np.array([0.6]), lv_scale=1.0, wall_motion=0.2, colour=False)[0]
     ang = rng.uniform(-0.15, 0.15)
     gate = rng.uniform(0.6, 0.8)
     for k in range(0, 20, 2):  # dashed sample-volume line
         p0 = geom.to_crop(math.sin(ang) * k / 20, math.cos(ang) * k / 20)
         p1 = geom.to_crop(math.sin(ang) * (k + 1) / 20, math.cos(ang) * (k + 1) / 20)
-        cv2.line(crop, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])),
-                 (230, 230, 230), 1)
+        cv2.line(crop, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), (230, 230, 230), 1)
     g = geom.to_crop(math.sin(ang) * gate, math.cos(ang) * gate)
     for dy in (-2, 2):
-        cv2.line(crop, (round(g[0]) - 3, round(g[1]) + dy), (round(g[0]) + 3, round(g[1]) + dy),
-                 (255, 255, 255), 1)
-    img[sy0:sy1 + 1, sx0:sx1 + 1] = crop
+        cv2.line(crop, (round(g[0]) - 3, round(g[1]) + dy), (round(g[0]) + 3, round(g[1]) + dy), (255, 255, 255), 1)
+    img[sy0 : sy1 + 1, sx0 : sx1 + 1] = crop
 
     # spectral strip: columns are time, rows velocity
     x0, y0, x1, y1 = spectral_region(height, width)
@@ -736,42 +803,35 @@ def synth_doppler_still(rng: np.random.Generator, *, height: int, width: int) ->
         d = (phase - centre + 0.5) % 1.0 - 0.5
         return np.clip(1.0 - (d / width_) ** 2, 0.0, None)
 
+    # envelope velocity in units of _SPECTRAL_FULL_CM_S (+ towards the probe)
     env = e_amp * bump(0.55, 0.09) + a_amp * bump(0.86, 0.06) - s_amp * bump(0.2, 0.12)
-    base_row = round(0.62 * (sh - 1))
+    base_row = _spectral_baseline(sh)
     rows = np.arange(sh, dtype=np.float32)[:, None]
-    up = base_row - env[None, :] * base_row  # envelope row above the baseline
-    down = base_row + (-env[None, :]) * (sh - 1 - base_row)
-    frac = np.where(
-        env[None, :] > 0,
-        (base_row - rows) / np.maximum(base_row - up, 1e-3),
-        (rows - base_row) / np.maximum(down - base_row, 1e-3),
-    )
+    span = (env * base_row)[None, :]  # signed pixel distance baseline -> envelope
+    frac = np.divide(base_row - rows, span, out=np.full((sh, sw), -1.0), where=span != 0)
     inside = (frac >= 0.0) & (frac <= 1.0)
     noise = rng.rayleigh(1.0, size=(sh, sw)).astype(np.float32)
-    level = np.where(inside, 60.0 + 170.0 * np.clip(frac, 0.0, 1.0) ** 1.5, 10.0) * (
-        0.6 + 0.3 * noise
-    )
+    level = np.where(inside, 60.0 + 170.0 * np.clip(frac, 0.0, 1.0) ** 1.5, 10.0) * (0.6 + 0.3 * noise)
     strip = np.clip(level, 0, 255).astype(np.uint8)
     strip[base_row] = 170  # baseline
-    img[y0:y1 + 1, x0:x1 + 1] = strip[..., None]
+    img[y0 : y1 + 1, x0 : x1 + 1] = strip[..., None]
 
-    # scale (right of the strip), text, ECG
+    # velocity scale (right of the strip), text, ECG
     fs = _font_scale(height)
     _, th, base = _text_width("Ag", fs)
     xt = x1 + 3
-    for label, frac_v in (("50", 0.5), ("100", 1.0), ("-50", -0.5 * base_row / (sh - base_row))):
-        yy = round(y0 + base_row - frac_v * base_row)
+    for cm_s in (50, -50):
+        yy = round(y0 + base_row - cm_s / _SPECTRAL_FULL_CM_S * base_row)
         if y0 <= yy <= y1:
             cv2.line(img, (xt, yy), (xt + 3, yy), (255, 255, 255), 1)
-            _text(img, label, (xt + 5, yy + th // 2), fs * 0.8)
+            _text(img, str(cm_s), (xt + 5, yy + th // 2), fs * 0.8)
     _text(img, "cm/s", (xt, min(height - 1, y0 - 2)), fs * 0.8)
     _text(img, "GE Vivid E95", (2, max(th + 1, sy0 - base - 2)), fs)
     label = f"PW HR {hr:.0f}bpm"
     tw, _, _ = _text_width(label, fs)
     _text(img, label, (width - tw - 2, max(th + 1, sy0 - base - 2)), fs)
     band = _ecg_band(height, width, y1)
-    _ecg_trace(img, (x0, band[1], x1, band[3]), hr_bpm=hr, t_start=0.0, sweep_s=sweep_s,
-               phase0=phase0)
+    _ecg_trace(img, (x0, band[1], x1, band[3]), hr_bpm=hr, t_start=0.0, sweep_s=sweep_s, phase0=phase0)
     return img
 
 
@@ -781,9 +841,7 @@ def synth_doppler_still(rng: np.random.Generator, *, height: int, width: int) ->
 def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
     """JPEG Baseline (JFIF, YCbCr 4:2:2) bytes of one RGB uint8 (h, w, 3) image."""
     buf = BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").save(
-        buf, format="JPEG", quality=quality, subsampling=1
-    )
+    Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").save(buf, format="JPEG", quality=quality, subsampling=1)
     return buf.getvalue()
 
 
@@ -792,8 +850,14 @@ def _uid(*parts: object) -> str:
 
 
 def _base_dataset(
-    *, sop_class: str, subject_id: int, study_id: int, instance_number: int,
-    acquisition_datetime: datetime, rows: int, columns: int,
+    *,
+    sop_class: str,
+    subject_id: int,
+    study_id: int,
+    instance_number: int,
+    acquisition_datetime: datetime,
+    rows: int,
+    columns: int,
 ) -> Dataset:
     sop_instance = _uid("instance", study_id, instance_number)
     meta = FileMetaDataset()
@@ -817,7 +881,6 @@ def _base_dataset(
     ds.AccessionNumber = str(study_id)
     ds.Modality = "US"
     ds.Manufacturer = "GE Healthcare"
-    ds.InstitutionName = "GE Vivid"
     ds.ReferringPhysicianName = ""
     ds.StationName = "VIVIDE95"
     ds.StudyDescription = "Echocardiogram"
@@ -847,9 +910,16 @@ def _base_dataset(
 
 
 def _region(
-    box: tuple[int, int, int, int], *, spatial_format: int, data_type: int,
-    units_x: int, units_y: int, delta_x: float, delta_y: float,
-    ref_x: int, ref_y: int,
+    box: tuple[int, int, int, int],
+    *,
+    spatial_format: int,
+    data_type: int,
+    units_x: int,
+    units_y: int,
+    delta_x: float,
+    delta_y: float,
+    ref_x: int,
+    ref_y: int,
 ) -> Dataset:
     x0, y0, x1, y1 = box
     item = Dataset()
@@ -875,9 +945,15 @@ def _sector_region_item(geom: _Geometry) -> Dataset:
     delta = _DEPTH_CM / geom.radius
     x0, y0 = geom.box[0], geom.box[1]
     return _region(
-        geom.box, spatial_format=1, data_type=1, units_x=3, units_y=3,
-        delta_x=delta, delta_y=delta,
-        ref_x=round(geom.cx - x0), ref_y=round(geom.apex_y - y0),
+        geom.box,
+        spatial_format=1,
+        data_type=1,
+        units_x=3,
+        units_y=3,
+        delta_x=delta,
+        delta_y=delta,
+        ref_x=round(geom.cx - x0),
+        ref_y=round(geom.apex_y - y0),
     )
 
 
@@ -895,9 +971,16 @@ def _save(ds: Dataset, path: Path) -> None:
 
 
 def write_us_multiframe(
-    path: Path, frames_rgb: np.ndarray, *, subject_id: int, study_id: int,
-    acquisition_datetime: datetime, frame_time_ms: float, instance_number: int,
-    with_regions: bool = True, quality: int = 90,
+    path: Path,
+    frames_rgb: np.ndarray,
+    *,
+    subject_id: int,
+    study_id: int,
+    acquisition_datetime: datetime,
+    frame_time_ms: float,
+    instance_number: int,
+    with_regions: bool = True,
+    quality: int = 90,
 ) -> None:
     """Write an Ultrasound Multi-frame Image Storage DICOM, JPEG Baseline, YBR_FULL_422.
 
@@ -913,11 +996,17 @@ def write_us_multiframe(
             (:func:`sector_region` of H, W; cm units).
     """
     _check_rgb(frames_rgb, 4)
+    if frame_time_ms <= 0:
+        raise ValueError("frame_time_ms must be positive")
     n, rows, cols, _ = frames_rgb.shape
     ds = _base_dataset(
-        sop_class=UltrasoundMultiFrameImageStorage, subject_id=subject_id, study_id=study_id,
-        instance_number=instance_number, acquisition_datetime=acquisition_datetime,
-        rows=rows, columns=cols,
+        sop_class=UltrasoundMultiFrameImageStorage,
+        subject_id=subject_id,
+        study_id=study_id,
+        instance_number=instance_number,
+        acquisition_datetime=acquisition_datetime,
+        rows=rows,
+        columns=cols,
     )
     ds.NumberOfFrames = n
     ds.FrameTime = DSfloat(frame_time_ms, auto_format=True)
@@ -927,15 +1016,20 @@ def write_us_multiframe(
     ds.StartTrim = 1
     ds.StopTrim = n
     if with_regions:
-        ds.SequenceOfUltrasoundRegions = Sequence([_sector_region_item(
-            _screen_geometry(rows, cols))])
+        ds.SequenceOfUltrasoundRegions = Sequence([_sector_region_item(_screen_geometry(rows, cols))])
     ds.PixelData = encapsulate([_encode_jpeg(f, quality) for f in frames_rgb])
     _save(ds, path)
 
 
 def write_us_still(
-    path: Path, image_rgb: np.ndarray, *, subject_id: int, study_id: int,
-    acquisition_datetime: datetime, instance_number: int, quality: int = 90,
+    path: Path,
+    image_rgb: np.ndarray,
+    *,
+    subject_id: int,
+    study_id: int,
+    acquisition_datetime: datetime,
+    instance_number: int,
+    quality: int = 90,
 ) -> None:
     """Write a single-frame Ultrasound Image Storage DICOM, JPEG Baseline, YBR_FULL_422.
 
@@ -951,20 +1045,27 @@ def write_us_still(
     _check_rgb(image_rgb, 3)
     rows, cols, _ = image_rgb.shape
     ds = _base_dataset(
-        sop_class=UltrasoundImageStorage, subject_id=subject_id, study_id=study_id,
-        instance_number=instance_number, acquisition_datetime=acquisition_datetime,
-        rows=rows, columns=cols,
+        sop_class=UltrasoundImageStorage,
+        subject_id=subject_id,
+        study_id=study_id,
+        instance_number=instance_number,
+        acquisition_datetime=acquisition_datetime,
+        rows=rows,
+        columns=cols,
     )
     sx0, sy0, sx1, sy1 = spectral_region(rows, cols)
-    sh = sy1 - sy0 + 1
-    base_row = round(0.62 * (sh - 1))
+    base_row = _spectral_baseline(sy1 - sy0 + 1)
     spectral = _region(
-        (sx0, sy0, sx1, sy1), spatial_format=3, data_type=3, units_x=4, units_y=7,
-        delta_x=3.0 / (sx1 - sx0 + 1), delta_y=100.0 / max(base_row, 1),
-        ref_x=0, ref_y=base_row,
+        (sx0, sy0, sx1, sy1),
+        spatial_format=3,
+        data_type=3,
+        units_x=4,
+        units_y=7,
+        delta_x=3.0 / (sx1 - sx0 + 1),
+        delta_y=_SPECTRAL_FULL_CM_S / max(base_row, 1),
+        ref_x=0,
+        ref_y=base_row,
     )
-    ds.SequenceOfUltrasoundRegions = Sequence(
-        [_sector_region_item(_still_geometry(rows, cols)), spectral]
-    )
+    ds.SequenceOfUltrasoundRegions = Sequence([_sector_region_item(_still_geometry(rows, cols)), spectral])
     ds.PixelData = encapsulate([_encode_jpeg(image_rgb, quality)])
     _save(ds, path)

@@ -33,8 +33,16 @@ log = logging.getLogger(__name__)
 MIMIC_PATIENTS_V31 = 364_627
 CHUNK_PATIENTS = 40_000
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-HOSP_TABLES = ("patients", "admissions", "diagnoses_icd", "d_icd_diagnoses", "labevents", "d_labitems", "omr",
-               "prescriptions")
+HOSP_TABLES = (
+    "patients",
+    "admissions",
+    "diagnoses_icd",
+    "d_icd_diagnoses",
+    "labevents",
+    "d_labitems",
+    "omr",
+    "prescriptions",
+)
 
 
 @dataclass(frozen=True)
@@ -61,12 +69,22 @@ class CsvGzAppender:
 
     def __init__(self, path: Path, compresslevel: int = 4) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = gzip.open(path, "wb", compresslevel=compresslevel) if path.suffix == ".gz" else open(path, "wb")
+        # The file stays open across write() calls and is closed by close().
+        if path.suffix == ".gz":
+            self._file = gzip.open(path, "wb", compresslevel=compresslevel)  # noqa: SIM115
+        else:
+            self._file = open(path, "wb")  # noqa: SIM115
         self._header = True
 
     def write(self, frame: pl.DataFrame) -> None:
-        frame.write_csv(self._file, include_header=self._header, datetime_format=DATETIME_FORMAT,
-                        date_format="%Y-%m-%d", null_value="", quote_style="necessary")
+        frame.write_csv(
+            self._file,
+            include_header=self._header,
+            datetime_format=DATETIME_FORMAT,
+            date_format="%Y-%m-%d",
+            null_value="",
+            quote_style="necessary",
+        )
         self._header = False
 
     def close(self) -> None:
@@ -80,8 +98,11 @@ def generate_demo_source(source_dir: Path | str, truth_dir: Path | str, spec: De
     truth_dir.mkdir(parents=True, exist_ok=True)
     total = spec.total_patients
     n_chunks = max(1, -(-total // CHUNK_PATIENTS))
-    hosp_out = {t: CsvGzAppender(source_dir / "hosp" / f"{t}.csv.gz") for t in HOSP_TABLES
-                if t not in ("d_icd_diagnoses", "d_labitems")}
+    hosp_out = {
+        t: CsvGzAppender(source_dir / "hosp" / f"{t}.csv.gz")
+        for t in HOSP_TABLES
+        if t not in ("d_icd_diagnoses", "d_labitems")
+    }
     ecg_list = CsvGzAppender(source_dir / "ecg" / "record_list.csv")
     ecg_mm = CsvGzAppender(source_dir / "ecg" / "machine_measurements.csv")
     echo_list = CsvGzAppender(source_dir / "echo" / "echo-record-list.csv")
@@ -93,8 +114,12 @@ def generate_demo_source(source_dir: Path | str, truth_dir: Path | str, spec: De
     for chunk in tqdm(range(n_chunks), desc="demo hosp tables", unit="chunk", disable=n_chunks == 1):
         n = min(CHUNK_PATIENTS, total - chunk * CHUNK_PATIENTS)
         rng = np.random.default_rng([spec.seed, chunk])
-        pop = draw_population(rng, n, first_subject_id=10_000_000 + chunk * CHUNK_PATIENTS * 24,
-                              first_hadm_id=20_000_000 + chunk * CHUNK_PATIENTS * 60)
+        pop = draw_population(
+            rng,
+            n,
+            first_subject_id=10_000_000 + chunk * CHUNK_PATIENTS * 24,
+            first_hadm_id=20_000_000 + chunk * CHUNK_PATIENTS * 60,
+        )
         history = hosp.history_flags(rng, pop)
         tables = {
             "patients": hosp.patients_table(pop),
@@ -110,12 +135,14 @@ def generate_demo_source(source_dir: Path | str, truth_dir: Path | str, spec: De
             hosp_out[name].write(frame)
             counts[name] += frame.height
 
-        ecgs = records.ecg_records(rng, pop, spec.ecg_fraction, 40_000_000 + chunk * ecg_span,
-                                   40_000_000 + (chunk + 1) * ecg_span)
+        ecgs = records.ecg_records(
+            rng, pop, spec.ecg_fraction, 40_000_000 + chunk * ecg_span, 40_000_000 + (chunk + 1) * ecg_span
+        )
         ecg_list.write(ecgs.select(records.ECG_RECORD_LIST_COLUMNS))
         ecg_mm.write(records.machine_measurements(rng, ecgs))
-        studies = records.echo_studies(rng, pop, spec.echo_fraction, 90_000_000 + chunk * echo_span,
-                                       90_000_000 + (chunk + 1) * echo_span)
+        studies = records.echo_studies(
+            rng, pop, spec.echo_fraction, 90_000_000 + chunk * echo_span, 90_000_000 + (chunk + 1) * echo_span
+        )
         dicoms = records.echo_dicoms(rng, studies, spec.echo_frames)
         echo_studies_out.write(studies.select(records.ECHO_STUDY_LIST_COLUMNS))
         echo_list.write(dicoms.select(records.ECHO_RECORD_LIST_COLUMNS))
@@ -154,7 +181,8 @@ def _patient_truth(pop, history: np.ndarray) -> pl.DataFrame:
     from hftri_mimic.demo.vocab import HISTORY
 
     cardiac = pop.admissions.filter(pl.col("_role") == CARDIAC).select(
-        "subject_id", pl.col("hadm_id").alias("cardiac_hadm_id"))
+        "subject_id", pl.col("hadm_id").alias("cardiac_hadm_id")
+    )
     truth = pop.patients.select(
         "subject_id",
         pl.col("_c_lab").alias("c_lab"),
@@ -175,27 +203,39 @@ def _signal_subjects(patients_truth: pl.DataFrame, spec: DemoSpec) -> pl.Series:
     return patients_truth["subject_id"].head(spec.signal_subjects)
 
 
-def write_signal_files(source_dir: Path, ecgs: pl.DataFrame, dicoms: pl.DataFrame, spec: DemoSpec,
-                       workers: int) -> None:
+def write_signal_files(
+    source_dir: Path, ecgs: pl.DataFrame, dicoms: pl.DataFrame, spec: DemoSpec, workers: int
+) -> None:
     """Render every WFDB record and DICOM in parallel; each file's content depends only on the seed
     and its own ids, so the result does not depend on the number of workers."""
     ecg_jobs = [(source_dir / "ecg", spec.seed, r) for r in ecgs.iter_rows(named=True)]
-    echo_jobs = [(source_dir / "echo", spec.seed, spec.echo_height, spec.echo_width, r)
-                 for r in dicoms.iter_rows(named=True)]
+    echo_jobs = [
+        (source_dir / "echo", spec.seed, spec.echo_height, spec.echo_width, r) for r in dicoms.iter_rows(named=True)
+    ]
     workers = max(1, workers)
     chunk = 16
     if workers == 1:
-        for job in tqdm(ecg_jobs, desc="demo ECG records", unit="rec"):
+        for job in tqdm(ecg_jobs, desc="demo ECG records", unit="rec", mininterval=10):
             _write_ecg(job)
-        for job in tqdm(echo_jobs, desc="demo echo DICOMs", unit="dcm"):
+        for job in tqdm(echo_jobs, desc="demo echo DICOMs", unit="dcm", mininterval=10):
             _write_dicom(job)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for _ in tqdm(pool.map(_write_ecg, ecg_jobs, chunksize=chunk), total=len(ecg_jobs),
-                      desc="demo ECG records", unit="rec"):
+        for _ in tqdm(
+            pool.map(_write_ecg, ecg_jobs, chunksize=chunk),
+            total=len(ecg_jobs),
+            desc="demo ECG records",
+            unit="rec",
+            mininterval=10,
+        ):
             pass
-        for _ in tqdm(pool.map(_write_dicom, echo_jobs, chunksize=chunk), total=len(echo_jobs),
-                      desc="demo echo DICOMs", unit="dcm"):
+        for _ in tqdm(
+            pool.map(_write_dicom, echo_jobs, chunksize=chunk),
+            total=len(echo_jobs),
+            desc="demo echo DICOMs",
+            unit="dcm",
+            mininterval=10,
+        ):
             pass
 
 
@@ -206,8 +246,9 @@ def _write_ecg(job: tuple) -> None:
     rng = np.random.default_rng([seed, 1, row["study_id"]])
     signal = synth_ecg(rng, qrs_ms=row["qrs_ms"], t_amp=row["t_amp"], hr_bpm=row["hr"])
     record_dir = ecg_root / os.path.dirname(row["path"])
-    write_mimic_ecg_record(record_dir, study_id=row["study_id"], subject_id=row["subject_id"], signal_mv=signal,
-                           ecg_time=row["ecg_time"])
+    write_mimic_ecg_record(
+        record_dir, study_id=row["study_id"], subject_id=row["subject_id"], signal_mv=signal, ecg_time=row["ecg_time"]
+    )
 
 
 def _write_dicom(job: tuple) -> None:
@@ -216,12 +257,24 @@ def _write_dicom(job: tuple) -> None:
     echo_root, seed, height, width, row = job
     rng = np.random.default_rng([seed, 2, row["study_id"], row["instance"]])
     path = echo_root / row["dicom_filepath"]
-    common = dict(subject_id=row["subject_id"], study_id=row["study_id"],
-                  acquisition_datetime=row["acquisition_datetime"], instance_number=row["instance"])
+    common = dict(
+        subject_id=row["subject_id"],
+        study_id=row["study_id"],
+        acquisition_datetime=row["acquisition_datetime"],
+        instance_number=row["instance"],
+    )
     if row["view"] == "still":
         write_us_still(path, synth_doppler_still(rng, height=height, width=width), **common)
         return
-    frames = synth_cine(rng, view=row["view"], n_frames=row["n_frames"], height=height, width=width,
-                        lv_scale=row["lv_scale"], wall_motion=row["wall_motion"], hr_bpm=row["hr"],
-                        frame_time_ms=row["frame_time_ms"])
+    frames = synth_cine(
+        rng,
+        view=row["view"],
+        n_frames=row["n_frames"],
+        height=height,
+        width=width,
+        lv_scale=row["lv_scale"],
+        wall_motion=row["wall_motion"],
+        hr_bpm=row["hr"],
+        frame_time_ms=row["frame_time_ms"],
+    )
     write_us_multiframe(path, frames, frame_time_ms=row["frame_time_ms"], with_regions=row["with_regions"], **common)

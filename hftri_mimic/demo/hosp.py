@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from hftri_mimic.demo.population import CARDIAC, DAY, PRE, PopulationChunk, pick, text, provider_ids
+from hftri_mimic.demo.population import CARDIAC, DAY, PRE, PopulationChunk, pick, provider_ids, text
 from hftri_mimic.demo.vocab import (
     CBC_PANEL,
     CHARLSON_ONLY_CODES,
@@ -28,20 +28,69 @@ MINUTE = np.timedelta64(60, "s")
 
 COLUMNS = {
     "patients": ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
-    "admissions": ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
-                   "admit_provider_id", "admission_location", "discharge_location", "insurance", "language",
-                   "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag"],
+    "admissions": [
+        "subject_id",
+        "hadm_id",
+        "admittime",
+        "dischtime",
+        "deathtime",
+        "admission_type",
+        "admit_provider_id",
+        "admission_location",
+        "discharge_location",
+        "insurance",
+        "language",
+        "marital_status",
+        "race",
+        "edregtime",
+        "edouttime",
+        "hospital_expire_flag",
+    ],
     "diagnoses_icd": ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
     "d_icd_diagnoses": ["icd_code", "icd_version", "long_title"],
-    "labevents": ["labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "order_provider_id",
-                  "charttime", "storetime", "value", "valuenum", "valueuom", "ref_range_lower",
-                  "ref_range_upper", "flag", "priority", "comments"],
+    "labevents": [
+        "labevent_id",
+        "subject_id",
+        "hadm_id",
+        "specimen_id",
+        "itemid",
+        "order_provider_id",
+        "charttime",
+        "storetime",
+        "value",
+        "valuenum",
+        "valueuom",
+        "ref_range_lower",
+        "ref_range_upper",
+        "flag",
+        "priority",
+        "comments",
+    ],
     "d_labitems": ["itemid", "label", "fluid", "category"],
     "omr": ["subject_id", "chartdate", "seq_num", "result_name", "result_value"],
-    "prescriptions": ["subject_id", "hadm_id", "pharmacy_id", "poe_id", "poe_seq", "order_provider_id",
-                      "starttime", "stoptime", "drug_type", "drug", "formulary_drug_cd", "gsn", "ndc",
-                      "prod_strength", "form_rx", "dose_val_rx", "dose_unit_rx", "form_val_disp",
-                      "form_unit_disp", "doses_per_24_hrs", "route"],
+    "prescriptions": [
+        "subject_id",
+        "hadm_id",
+        "pharmacy_id",
+        "poe_id",
+        "poe_seq",
+        "order_provider_id",
+        "starttime",
+        "stoptime",
+        "drug_type",
+        "drug",
+        "formulary_drug_cd",
+        "gsn",
+        "ndc",
+        "prod_strength",
+        "form_rx",
+        "dose_val_rx",
+        "dose_unit_rx",
+        "form_val_disp",
+        "form_unit_disp",
+        "doses_per_24_hrs",
+        "route",
+    ],
 }
 
 
@@ -89,13 +138,19 @@ def diagnoses_table(rng: np.random.Generator, pop: PopulationChunk, history: np.
     for _ in range(2):
         k9 = rng.integers(0, len(HF_CODES[9]), m)
         k10 = rng.integers(0, len(HF_CODES[10]), m)
-        emit(hf, np.array([c for c, _ in HF_CODES[9]], dtype=object)[k9],
-             np.array([c for c, _ in HF_CODES[10]], dtype=object)[k10])
+        emit(
+            hf,
+            np.array([c for c, _ in HF_CODES[9]], dtype=object)[k9],
+            np.array([c for c, _ in HF_CODES[10]], dtype=object)[k10],
+        )
         hf = hf & (rng.random(m) < 0.25)
     # Codes only Charlson's list counts as HF (cardiomyopathy...), on some non-HF admissions.
     charlson = (~adm["_hf"].to_numpy()) & (rng.random(m) < 0.04)
-    emit(charlson, np.array([c for c, _ in CHARLSON_ONLY_CODES[9]], dtype=object)[rng.integers(0, 2, m)],
-         np.array([c for c, _ in CHARLSON_ONLY_CODES[10]], dtype=object)[rng.integers(0, 2, m)])
+    emit(
+        charlson,
+        np.array([c for c, _ in CHARLSON_ONLY_CODES[9]], dtype=object)[rng.integers(0, 2, m)],
+        np.array([c for c, _ in CHARLSON_ONLY_CODES[10]], dtype=object)[rng.integers(0, 2, m)],
+    )
     # Chronic conditions are coded on most admissions of patients who have them.
     for g, (_, (c9, _), (c10, _), _, _) in enumerate(HISTORY):
         emit(history[pidx, g] & (rng.random(m) < 0.8), c9, c10)
@@ -104,8 +159,11 @@ def diagnoses_table(rng: np.random.Generator, pop: PopulationChunk, history: np.
     for k in range(int(n_filler.max(initial=0))):
         i9 = rng.integers(0, len(FILLER[9]), m)
         i10 = rng.integers(0, len(FILLER[10]), m)
-        emit(n_filler > k, np.array([c for c, _ in FILLER[9]], dtype=object)[i9],
-             np.array([c for c, _ in FILLER[10]], dtype=object)[i10])
+        emit(
+            n_filler > k,
+            np.array([c for c, _ in FILLER[9]], dtype=object)[i9],
+            np.array([c for c, _ in FILLER[10]], dtype=object)[i10],
+        )
 
     rows = np.concatenate(hadm)
     frame = pl.DataFrame(
@@ -184,8 +242,9 @@ def labevents_table(rng: np.random.Generator, pop: PopulationChunk, first_labeve
     los_days = (adm["dischtime"].to_numpy() - adm["admittime"].to_numpy()) / DAY
     n_draws = 1 + rng.poisson(np.clip(los_days, 0.2, 30) * 1.8)
     draw_adm = np.repeat(np.arange(m), n_draws)
-    draw_time = adm["admittime"].to_numpy()[draw_adm] + (
-        rng.random(len(draw_adm)) * los_days[draw_adm] * 86400).astype("timedelta64[s]")
+    draw_time = adm["admittime"].to_numpy()[draw_adm] + (rng.random(len(draw_adm)) * los_days[draw_adm] * 86400).astype(
+        "timedelta64[s]"
+    )
     draw_hadm = adm["hadm_id"].to_numpy()[draw_adm].astype(float)
     draw_pidx = adm["_pidx"].to_numpy()[draw_adm]
 
@@ -301,15 +360,27 @@ def omr_table(rng: np.random.Generator, pop: PopulationChunk) -> pl.DataFrame:
         return np.where(whole, np.char.mod("%d", np.round(x).astype(int)), np.char.mod("%.1f", x))
 
     parts = [
-        ("Blood Pressure", np.char.add(np.char.add(systolic.astype(str), "/"), diastolic.astype(str)), rng.random(v) < 0.9),
+        (
+            "Blood Pressure",
+            np.char.add(np.char.add(systolic.astype(str), "/"), diastolic.astype(str)),
+            rng.random(v) < 0.9,
+        ),
         ("Weight (Lbs)", as_text(weight_lb), rng.random(v) < 0.85),
         ("Height (Inches)", as_text(height_in), rng.random(v) < 0.35),
         ("BMI (kg/m2)", as_text(bmi), rng.random(v) < 0.7),
     ]
     frames = []
     for name, values, keep in parts:
-        frames.append(pl.DataFrame({"_pidx": pidx[keep], "chartdate": dates[keep], "result_name": name,
-                                    "result_value": values[keep].astype(str)}))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "_pidx": pidx[keep],
+                    "chartdate": dates[keep],
+                    "result_name": name,
+                    "result_value": values[keep].astype(str),
+                }
+            )
+        )
     frame = pl.concat(frames)
     frame = frame.with_columns(
         subject_id=pl.Series(pop.patients["subject_id"].to_numpy()[frame["_pidx"].to_numpy()]),
@@ -366,18 +437,29 @@ def prescriptions_table(rng: np.random.Generator, pop: PopulationChunk, first_ph
             "form_rx": text(np.full(k, None, dtype=object)),
             "dose_val_rx": text(drug[:, 5]),
             "dose_unit_rx": text(drug[:, 6]),
-            "form_val_disp": text(pick(rng, (("1", 0.7), ("2", 0.15), ("0.5", 0.08), ("0.0083", 0.04), ("1-2", 0.03)), k)),
+            "form_val_disp": text(
+                pick(rng, (("1", 0.7), ("2", 0.15), ("0.5", 0.08), ("0.0083", 0.04), ("1-2", 0.03)), k)
+            ),
             "form_unit_disp": text(drug[:, 7]),
             "doses_per_24_hrs": pl.Series(doses, nan_to_null=True).cast(pl.Int64),
             "route": text(drug[:, 8]),
         }
     ).sort(["subject_id", "starttime"])
-    return frame.with_columns(
-        pharmacy_id=pl.int_range(first_pharmacy_id, first_pharmacy_id + pl.len()) * 3 + 1
-    ).select(COLUMNS["prescriptions"])
+    return frame.with_columns(pharmacy_id=pl.int_range(first_pharmacy_id, first_pharmacy_id + pl.len()) * 3 + 1).select(
+        COLUMNS["prescriptions"]
+    )
 
 
 __all__ = [
-    "COLUMNS", "PRE", "admissions_table", "d_icd_diagnoses_table", "d_labitems_table", "diagnoses_table",
-    "history_flags", "labevents_table", "omr_table", "patients_table", "prescriptions_table",
+    "COLUMNS",
+    "PRE",
+    "admissions_table",
+    "d_icd_diagnoses_table",
+    "d_labitems_table",
+    "diagnoses_table",
+    "history_flags",
+    "labevents_table",
+    "omr_table",
+    "patients_table",
+    "prescriptions_table",
 ]

@@ -21,23 +21,48 @@ HOUR = np.timedelta64(3600, "s")
 
 ANCHOR_YEAR_GROUPS = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022")
 RACES = (
-    ("WHITE", 0.62), ("BLACK/AFRICAN AMERICAN", 0.13), ("HISPANIC/LATINO - PUERTO RICAN", 0.03),
-    ("HISPANIC OR LATINO", 0.02), ("ASIAN", 0.03), ("ASIAN - CHINESE", 0.02), ("WHITE - OTHER EUROPEAN", 0.03),
-    ("WHITE - RUSSIAN", 0.02), ("BLACK/CAPE VERDEAN", 0.02), ("OTHER", 0.04), ("UNKNOWN", 0.03),
-    ("UNABLE TO OBTAIN", 0.005), ("PATIENT DECLINED TO ANSWER", 0.005), ("PORTUGUESE", 0.01),
+    ("WHITE", 0.62),
+    ("BLACK/AFRICAN AMERICAN", 0.13),
+    ("HISPANIC/LATINO - PUERTO RICAN", 0.03),
+    ("HISPANIC OR LATINO", 0.02),
+    ("ASIAN", 0.03),
+    ("ASIAN - CHINESE", 0.02),
+    ("WHITE - OTHER EUROPEAN", 0.03),
+    ("WHITE - RUSSIAN", 0.02),
+    ("BLACK/CAPE VERDEAN", 0.02),
+    ("OTHER", 0.04),
+    ("UNKNOWN", 0.03),
+    ("UNABLE TO OBTAIN", 0.005),
+    ("PATIENT DECLINED TO ANSWER", 0.005),
+    ("PORTUGUESE", 0.01),
 )
 ADMISSION_TYPES = (
-    ("EW EMER.", 0.38), ("URGENT", 0.14), ("OBSERVATION ADMIT", 0.14), ("EU OBSERVATION", 0.1),
-    ("ELECTIVE", 0.06), ("SURGICAL SAME DAY ADMISSION", 0.07), ("DIRECT EMER.", 0.06),
-    ("DIRECT OBSERVATION", 0.03), ("AMBULATORY OBSERVATION", 0.02),
+    ("EW EMER.", 0.38),
+    ("URGENT", 0.14),
+    ("OBSERVATION ADMIT", 0.14),
+    ("EU OBSERVATION", 0.1),
+    ("ELECTIVE", 0.06),
+    ("SURGICAL SAME DAY ADMISSION", 0.07),
+    ("DIRECT EMER.", 0.06),
+    ("DIRECT OBSERVATION", 0.03),
+    ("AMBULATORY OBSERVATION", 0.02),
 )
 ADMISSION_LOCATIONS = (
-    ("EMERGENCY ROOM", 0.5), ("PHYSICIAN REFERRAL", 0.2), ("TRANSFER FROM HOSPITAL", 0.12),
-    ("WALK-IN/SELF REFERRAL", 0.08), ("CLINIC REFERRAL", 0.06), ("PROCEDURE SITE", 0.04),
+    ("EMERGENCY ROOM", 0.5),
+    ("PHYSICIAN REFERRAL", 0.2),
+    ("TRANSFER FROM HOSPITAL", 0.12),
+    ("WALK-IN/SELF REFERRAL", 0.08),
+    ("CLINIC REFERRAL", 0.06),
+    ("PROCEDURE SITE", 0.04),
 )
 DISCHARGE_LOCATIONS = (
-    ("HOME", 0.45), ("HOME HEALTH CARE", 0.25), ("SKILLED NURSING FACILITY", 0.15), ("REHAB", 0.05),
-    ("CHRONIC/LONG TERM ACUTE CARE", 0.03), ("AGAINST ADVICE", 0.02), ("HOSPICE", 0.05),
+    ("HOME", 0.45),
+    ("HOME HEALTH CARE", 0.25),
+    ("SKILLED NURSING FACILITY", 0.15),
+    ("REHAB", 0.05),
+    ("CHRONIC/LONG TERM ACUTE CARE", 0.03),
+    ("AGAINST ADVICE", 0.02),
+    ("HOSPICE", 0.05),
 )
 INSURANCES = (("Medicare", 0.45), ("Medicaid", 0.2), ("Private", 0.3), ("Other", 0.05))
 LANGUAGES = (("ENGLISH", 0.88), ("?", 0.06), ("SPANISH", 0.03), ("RUSSIAN", 0.02), ("PORTUGUESE", 0.01))
@@ -169,8 +194,13 @@ def draw_admissions(rng: np.random.Generator, patients: pl.DataFrame, first_hadm
     hf_only_before = prevalent & has_pre & (rng.random(n) < 0.35)
     pre_in = cardiac_in - rng.integers(60, 1500, n) * DAY
     add(has_pre, pre_in, los(n), PRE, hf_only_before | (prevalent & has_pre & (rng.random(n) < 0.3)))
-    add(np.ones(n, bool), cardiac_in, cardiac_los.astype("timedelta64[h]").astype(int), CARDIAC,
-        prevalent & ~hf_only_before)
+    add(
+        np.ones(n, bool),
+        cardiac_in,
+        cardiac_los.astype("timedelta64[h]").astype(int),
+        CARDIAC,
+        prevalent & ~hf_only_before,
+    )
 
     # Readmission within 30 days of discharge (10%): excluded from follow-up by followup_min_days.
     early = rng.random(n) < 0.1
@@ -188,8 +218,13 @@ def draw_admissions(rng: np.random.Generator, patients: pl.DataFrame, first_hadm
     for k in range(int(n_before.max(initial=0))):
         keep = back & (n_before > k)
         frac = rng.uniform(0.1, 0.9, n)
-        add(keep & (last_days * frac > 32), cardiac_out + np.round(last_days * frac).astype(int) * DAY,
-            los(n), POST, np.zeros(n, bool))
+        add(
+            keep & (last_days * frac > 32),
+            cardiac_out + np.round(last_days * frac).astype(int) * DAY,
+            los(n),
+            POST,
+            np.zeros(n, bool),
+        )
     add(back, cardiac_out + np.round(last_days).astype(int) * DAY, los(n), POST, event)
 
     adm = pl.concat([pl.DataFrame(r) for r in rows])
@@ -202,10 +237,8 @@ def draw_admissions(rng: np.random.Generator, patients: pl.DataFrame, first_hadm
     admittime = adm["admittime"].to_numpy()
     dischtime = adm["dischtime"].to_numpy()
     is_emergency = rng.random(m) < 0.6
-    edreg = np.where(is_emergency, admittime - rng.integers(60, 600, m) * np.timedelta64(60, "s"),
-                     np.datetime64("NaT"))
-    edout = np.where(is_emergency, admittime + rng.integers(10, 120, m) * np.timedelta64(60, "s"),
-                     np.datetime64("NaT"))
+    edreg = np.where(is_emergency, admittime - rng.integers(60, 600, m) * np.timedelta64(60, "s"), np.datetime64("NaT"))
+    edout = np.where(is_emergency, admittime + rng.integers(10, 120, m) * np.timedelta64(60, "s"), np.datetime64("NaT"))
     sid = adm["subject_id"].to_numpy()
     is_last = np.r_[sid[1:] != sid[:-1], True]
     expire = (rng.random(m) < 0.03) & is_last & (adm["_role"].to_numpy() != CARDIAC)
@@ -216,8 +249,7 @@ def draw_admissions(rng: np.random.Generator, patients: pl.DataFrame, first_hadm
         admission_type=text(pick(rng, ADMISSION_TYPES, m)),
         admit_provider_id=text(provider_ids(rng, m, null_rate=0.02)),
         admission_location=text(pick(rng, ADMISSION_LOCATIONS, m)),
-        discharge_location=text(
-            np.where(expire, "DIED", pick(rng, DISCHARGE_LOCATIONS, m)).astype(object)),
+        discharge_location=text(np.where(expire, "DIED", pick(rng, DISCHARGE_LOCATIONS, m)).astype(object)),
         insurance=text(pick(rng, INSURANCES, m)),
         language=text(pick(rng, LANGUAGES, m)),
         marital_status=text(pick(rng, MARITAL, m)),
@@ -239,9 +271,13 @@ def draw_population(rng: np.random.Generator, n: int, first_subject_id: int, fir
     in_hospital = admissions.filter(pl.col("hospital_expire_flag") == 1).select("subject_id", "deathtime")
     patients = patients.with_columns(
         dod=pl.Series(np.where(dies, dod, np.datetime64("NaT")).astype("datetime64[D]")),
-    ).join(in_hospital.group_by("subject_id").agg(pl.col("deathtime").max()), on="subject_id", how="left",
-           maintain_order="left")
-    patients = patients.with_columns(
-        dod=pl.coalesce(pl.col("deathtime").dt.date(), pl.col("dod"))
-    ).drop("deathtime", "_last_out")
+    ).join(
+        in_hospital.group_by("subject_id").agg(pl.col("deathtime").max()),
+        on="subject_id",
+        how="left",
+        maintain_order="left",
+    )
+    patients = patients.with_columns(dod=pl.coalesce(pl.col("deathtime").dt.date(), pl.col("dod"))).drop(
+        "deathtime", "_last_out"
+    )
     return PopulationChunk(patients=patients, admissions=admissions)

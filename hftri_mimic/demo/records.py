@@ -13,8 +13,19 @@ import polars as pl
 from hftri_mimic.demo.population import CARDIAC, DAY, HOUR, POST, PopulationChunk, pick, text
 
 MINUTE = np.timedelta64(60, "s")
-ECHO_VIEWS = ("A2C", "A3C", "A4C", "A5C", "Apical_Doppler", "Doppler_Parasternal_Long",
-              "Doppler_Parasternal_Short", "Parasternal_Long", "Parasternal_Short", "SSN", "Subcostal")
+ECHO_VIEWS = (
+    "A2C",
+    "A3C",
+    "A4C",
+    "A5C",
+    "Apical_Doppler",
+    "Doppler_Parasternal_Long",
+    "Doppler_Parasternal_Short",
+    "Parasternal_Long",
+    "Parasternal_Short",
+    "SSN",
+    "Subcostal",
+)
 # Share of studies holding each view (A5C is missing for about 38% of patients in the paper).
 VIEW_PRESENCE = (0.95, 0.93, 0.97, 0.62, 0.9, 0.88, 0.85, 0.97, 0.95, 0.8, 0.9)
 
@@ -22,8 +33,19 @@ ECG_RECORD_LIST_COLUMNS = ["subject_id", "study_id", "file_name", "ecg_time", "p
 MACHINE_MEASUREMENT_COLUMNS = (
     ["subject_id", "study_id", "cart_id", "ecg_time"]
     + [f"report_{i}" for i in range(18)]
-    + ["bandwidth", "filtering", "rr_interval", "p_onset", "p_end", "qrs_onset", "qrs_end", "t_end",
-       "p_axis", "qrs_axis", "t_axis"]
+    + [
+        "bandwidth",
+        "filtering",
+        "rr_interval",
+        "p_onset",
+        "p_end",
+        "qrs_onset",
+        "qrs_end",
+        "t_end",
+        "p_axis",
+        "qrs_axis",
+        "t_axis",
+    ]
 )
 ECHO_RECORD_LIST_COLUMNS = ["subject_id", "study_id", "acquisition_datetime", "dicom_filepath"]
 ECHO_STUDY_LIST_COLUMNS = ["subject_id", "study_id", "study_datetime", "note_id", "note_seq", "note_charttime"]
@@ -41,12 +63,16 @@ def unique_ids(rng: np.random.Generator, n: int, low: int, high: int) -> np.ndar
 
 def _times_in(rng: np.random.Generator, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     span = (end - start) / np.timedelta64(1, "s")
-    return (start + (rng.random(len(start)) * span).astype("timedelta64[s]")).astype("datetime64[m]").astype(
-        "datetime64[ms]")
+    return (
+        (start + (rng.random(len(start)) * span).astype("timedelta64[s]"))
+        .astype("datetime64[m]")
+        .astype("datetime64[ms]")
+    )
 
 
-def ecg_records(rng: np.random.Generator, pop: PopulationChunk, fraction: float, id_low: int,
-                id_high: int) -> pl.DataFrame:
+def ecg_records(
+    rng: np.random.Generator, pop: PopulationChunk, fraction: float, id_low: int, id_high: int
+) -> pl.DataFrame:
     """One row per ECG: the record list columns plus the signal parameters (``_qrs_ms``, ``_t_amp``,
     ``_hr``) that carry the planted ECG signal of the patient's ``c_ecg`` component."""
     adm = pop.admissions
@@ -70,8 +96,9 @@ def ecg_records(rng: np.random.Generator, pop: PopulationChunk, fraction: float,
     c_pidx = cardiac["_pidx"].to_numpy()
     n_out = np.where(has_ecg[c_pidx], rng.poisson(0.7, len(c_pidx)), 0)
     out_src = np.repeat(np.arange(len(c_pidx)), n_out)
-    times.append((cardiac["admittime"].to_numpy()[out_src] - rng.integers(20, 700, len(out_src)) * DAY
-                  ).astype("datetime64[ms]"))
+    times.append(
+        (cardiac["admittime"].to_numpy()[out_src] - rng.integers(20, 700, len(out_src)) * DAY).astype("datetime64[ms]")
+    )
     pidx.append(c_pidx[out_src])
 
     pidx_all = np.concatenate(pidx)
@@ -92,8 +119,13 @@ def ecg_records(rng: np.random.Generator, pop: PopulationChunk, fraction: float,
     ).sort(["subject_id", "ecg_time"])
     return frame.with_columns(
         file_name=pl.col("study_id").cast(pl.String),
-        path=pl.format("files/p{}/p{}/s{}/{}", pl.col("subject_id").cast(pl.String).str.slice(0, 4),
-                       pl.col("subject_id"), pl.col("study_id"), pl.col("study_id")),
+        path=pl.format(
+            "files/p{}/p{}/s{}/{}",
+            pl.col("subject_id").cast(pl.String).str.slice(0, 4),
+            pl.col("subject_id"),
+            pl.col("study_id"),
+            pl.col("study_id"),
+        ),
     )
 
 
@@ -110,8 +142,9 @@ def machine_measurements(rng: np.random.Generator, ecgs: pl.DataFrame) -> pl.Dat
     qrs_end = qrs_onset + np.round(qrs).astype(int)
     t_end = qrs_end + rng.integers(250, 330, k)
     rhythm = np.where(hr > 100, "Sinus tachycardia", np.where(hr < 60, "Sinus bradycardia", "Sinus rhythm"))
-    statement = np.where(qrs > 120, "Left bundle branch block",
-                         np.where(t_amp < 0.2, "Nonspecific T wave abnormality", "Normal ECG"))
+    statement = np.where(
+        qrs > 120, "Left bundle branch block", np.where(t_amp < 0.2, "Nonspecific T wave abnormality", "Normal ECG")
+    )
     reports = {f"report_{i}": text([None] * k) for i in range(18)}
     reports["report_0"] = text(rhythm.astype(object))
     reports["report_1"] = text(statement.astype(object))
@@ -139,8 +172,9 @@ def machine_measurements(rng: np.random.Generator, ecgs: pl.DataFrame) -> pl.Dat
     return frame.select(MACHINE_MEASUREMENT_COLUMNS)
 
 
-def echo_studies(rng: np.random.Generator, pop: PopulationChunk, fraction: float, id_low: int,
-                 id_high: int) -> pl.DataFrame:
+def echo_studies(
+    rng: np.random.Generator, pop: PopulationChunk, fraction: float, id_low: int, id_high: int
+) -> pl.DataFrame:
     """One row per echo study: the study-list columns plus the study's planted appearance
     (``_lv_scale`` larger and ``_wall_motion`` smaller with the patient's ``c_echo`` component)."""
     adm = pop.admissions
@@ -149,8 +183,9 @@ def echo_studies(rng: np.random.Generator, pop: PopulationChunk, fraction: float
     pidx_adm = adm["_pidx"].to_numpy()
     role = adm["_role"].to_numpy()
     admit, disch = adm["admittime"].to_numpy(), adm["dischtime"].to_numpy()
-    per_adm = np.where(role == CARDIAC, 1 + (rng.random(adm.height) < 0.1),
-                       (role == POST) & (rng.random(adm.height) < 0.15)).astype(int)
+    per_adm = np.where(
+        role == CARDIAC, 1 + (rng.random(adm.height) < 0.1), (role == POST) & (rng.random(adm.height) < 0.15)
+    ).astype(int)
     per_adm = np.where(has_echo[pidx_adm], per_adm, 0)
     src = np.repeat(np.arange(adm.height), per_adm)
     times = [_times_in(rng, admit[src] + HOUR, np.maximum(disch[src] - HOUR, admit[src] + 2 * HOUR))]
@@ -158,8 +193,11 @@ def echo_studies(rng: np.random.Generator, pop: PopulationChunk, fraction: float
     cardiac = adm.filter(pl.col("_role") == CARDIAC)
     c_pidx = cardiac["_pidx"].to_numpy()
     outpatient = has_echo[c_pidx] & (rng.random(len(c_pidx)) < 0.2)
-    times.append((cardiac["admittime"].to_numpy()[outpatient] - rng.integers(40, 500, outpatient.sum()) * DAY
-                  ).astype("datetime64[ms]"))
+    times.append(
+        (cardiac["admittime"].to_numpy()[outpatient] - rng.integers(40, 500, outpatient.sum()) * DAY).astype(
+            "datetime64[ms]"
+        )
+    )
     pidx.append(c_pidx[outpatient])
 
     pidx_all = np.concatenate(pidx)
@@ -174,11 +212,15 @@ def echo_studies(rng: np.random.Generator, pop: PopulationChunk, fraction: float
             "subject_id": subject,
             "study_id": unique_ids(rng, k, id_low, id_high),
             "study_datetime": study_time,
-            "note_id": text(np.where(has_note, np.char.add(np.char.add(subject.astype(str), "-EC-"),
-                                                           note_seq.astype(str)), None)),
+            "note_id": text(
+                np.where(has_note, np.char.add(np.char.add(subject.astype(str), "-EC-"), note_seq.astype(str)), None)
+            ),
             "note_seq": pl.Series(np.where(has_note, note_seq, np.nan), nan_to_null=True).cast(pl.Int64),
-            "note_charttime": pl.Series(np.where(has_note, study_time.astype("datetime64[D]").astype("datetime64[ms]"),
-                                                 np.datetime64("NaT")).astype("datetime64[ms]")),
+            "note_charttime": pl.Series(
+                np.where(
+                    has_note, study_time.astype("datetime64[D]").astype("datetime64[ms]"), np.datetime64("NaT")
+                ).astype("datetime64[ms]")
+            ),
             "_lv_scale": np.clip(1.05 + 0.14 * observed, 0.75, 1.6),
             "_wall_motion": np.clip(0.2 - 0.055 * observed, 0.03, 0.35),
             "_hr": np.clip(rng.normal(74, 11, k), 45, 130),
@@ -214,7 +256,8 @@ def echo_dicoms(rng: np.random.Generator, studies: pl.DataFrame, frames_range: t
     subject = studies["subject_id"].to_numpy()[study_idx]
     study = studies["study_id"].to_numpy()[study_idx]
     acquired = studies["study_datetime"].to_numpy()[study_idx] + instance * rng.integers(20, 60, m) * np.timedelta64(
-        1, "s")
+        1, "s"
+    )
     is_still = view == "still"
     lo, hi = frames_range
     n_frames = np.where(is_still, 1, rng.integers(lo, hi + 1, m))
@@ -235,7 +278,12 @@ def echo_dicoms(rng: np.random.Generator, studies: pl.DataFrame, frames_range: t
         }
     )
     return frame.with_columns(
-        dicom_filepath=pl.format("files/p{}/p{}/s{}/{}_{}.dcm", pl.col("subject_id").cast(pl.String).str.slice(0, 2),
-                                 pl.col("subject_id"), pl.col("study_id"), pl.col("study_id"),
-                                 pl.col("_instance").cast(pl.String).str.zfill(4)),
+        dicom_filepath=pl.format(
+            "files/p{}/p{}/s{}/{}_{}.dcm",
+            pl.col("subject_id").cast(pl.String).str.slice(0, 2),
+            pl.col("subject_id"),
+            pl.col("study_id"),
+            pl.col("study_id"),
+            pl.col("_instance").cast(pl.String).str.zfill(4),
+        ),
     )

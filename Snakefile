@@ -1,0 +1,24 @@
+# hftri-mimic: regenerate HFTri-MIMIC from MIMIC-IV (+ECG, +ECHO) or the built-in demo source.
+# Run: snakemake --cores 2 all        (see README.md)
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/source.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/cohort.smk"
+
+
+rule all:
+    input:
+        OUT / "cohort/cohort.parquet",
+        OUT / "cohort/attrition.parquet",
+    default_target: True

@@ -1,0 +1,61 @@
+"""DuckDB connections sized by the rule that opens them (SPEC §4.1: never by the node)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+
+def connect(
+    threads: int = 1, mem_mb: int | None = None, temp_dir: Path | str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB limited to the rule's ``threads`` and ``resources.mem_mb``; sorts and joins
+    that do not fit spill to ``temp_dir``."""
+    con = duckdb.connect(config={"threads": max(1, int(threads))})
+    if mem_mb:
+        # Leave room for Python and Parquet buffers outside DuckDB's own accounting.
+        con.execute(f"SET memory_limit = '{max(256, int(mem_mb * 0.75))}MB'")
+    if temp_dir is not None:
+        Path(temp_dir).mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = {sql_literal(str(temp_dir))}")
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def sql_literal(text: str) -> str:
+    """A single-quoted SQL string literal (for file paths in views, which cannot take parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def register_parquet(con: duckdb.DuckDBPyConnection, **tables: Path | str) -> None:
+    """Expose each Parquet file as a view named after its keyword."""
+    for name, path in tables.items():
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({sql_literal(str(path))})")
+
+
+def concept_sql(name: str) -> str:
+    """The text of the SQL concept ``hftri_mimic/sql/<name>.sql``."""
+    return resources.files("hftri_mimic.sql").joinpath(f"{name}.sql").read_text()
+
+
+def run_concept(con: duckdb.DuckDBPyConnection, name: str, **params) -> duckdb.DuckDBPyConnection:
+    """Run a concept with its ``$parameters`` bound by DuckDB (never formatted into the text)."""
+    sql = concept_sql(name)
+    used = {k: v for k, v in params.items() if f"${k}" in sql}
+    missing = sorted(set(params) - set(used))
+    if missing:
+        raise ValueError(f"concept {name}.sql does not use parameter(s) {missing}")
+    return con.execute(sql, used)
+
+
+def copy_to_parquet(
+    con: duckdb.DuckDBPyConnection, select_sql: str, out: Path | str, params: dict | None = None
+) -> int:
+    """Write a query's result to a zstd Parquet file; return the number of rows written."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(out) + ".tmp")
+    con.execute(f"COPY ({select_sql}) TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)", params or {})
+    tmp.replace(out)  # atomic: a killed job never leaves a half-written output under the final name
+    return con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(out))})").fetchone()[0]

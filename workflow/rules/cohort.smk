@@ -1,0 +1,178 @@
+# Cohort and labels (SPEC §4.2-4.3). Every criterion reaches its rule through params:, so editing it in
+# config.yaml reruns exactly the rules that depend on it.
+
+
+rule lab_admissions:
+    input:
+        labevents=OUT / "parquet/labevents.parquet",
+    output:
+        OUT / "cohort/lab_admissions.parquet",
+    params:
+        lab_itemids=config["cohort"]["lab_itemids"],
+    log:
+        OUT / "logs/cohort/lab_admissions.log",
+    benchmark:
+        OUT / "benchmarks/cohort/lab_admissions.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/lab_admissions.py"
+
+
+rule ecg_admissions:
+    input:
+        admissions=OUT / "parquet/admissions.parquet",
+        records=OUT / "parquet/ecg_record_list.parquet",
+    output:
+        OUT / "cohort/ecg_admissions.parquet",
+    params:
+        window=config["cohort"]["ecg_window"],
+    log:
+        OUT / "logs/cohort/ecg_admissions.log",
+    benchmark:
+        OUT / "benchmarks/cohort/ecg_admissions.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/window_admissions.py"
+
+
+rule echo_admissions:
+    input:
+        admissions=OUT / "parquet/admissions.parquet",
+        records=OUT / "parquet/echo_study_list.parquet",
+    output:
+        OUT / "cohort/echo_admissions.parquet",
+    params:
+        window=config["cohort"]["echo_window"],
+    log:
+        OUT / "logs/cohort/echo_admissions.log",
+    benchmark:
+        OUT / "benchmarks/cohort/echo_admissions.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/window_admissions.py"
+
+
+rule index_admissions:
+    input:
+        unpack(cohort_modality_inputs),
+        admissions=OUT / "parquet/admissions.parquet",
+        patients=OUT / "parquet/patients.parquet",
+    output:
+        index=OUT / "cohort/index_admissions.parquet",
+        attrition=OUT / "cohort/attrition_eligibility.parquet",
+    params:
+        min_age=config["cohort"]["min_age"],
+        require_modalities=required_modalities(),
+        order=config["cohort"]["index_admission"],
+    log:
+        OUT / "logs/cohort/index_admissions.log",
+    benchmark:
+        OUT / "benchmarks/cohort/index_admissions.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/index_admissions.py"
+
+
+rule hf_admissions:
+    input:
+        diagnoses=OUT / "parquet/diagnoses_icd.parquet",
+    output:
+        OUT / "cohort/hf_admissions.parquet",
+    params:
+        codes=hf_code_lists(),
+    log:
+        OUT / "logs/cohort/hf_admissions.log",
+    benchmark:
+        OUT / "benchmarks/cohort/hf_admissions.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/hf_admissions.py"
+
+
+rule prevalent_hf:
+    input:
+        index=OUT / "cohort/index_admissions.parquet",
+        admissions=OUT / "parquet/admissions.parquet",
+        hf=OUT / "cohort/hf_admissions.parquet",
+    output:
+        OUT / "cohort/prevalent_hf.parquet",
+    params:
+        lookback_days=config["labels"]["prevalent_lookback_days"],
+    log:
+        OUT / "logs/cohort/prevalent_hf.log",
+    benchmark:
+        OUT / "benchmarks/cohort/prevalent_hf.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/prevalent_hf.py"
+
+
+rule followup:
+    input:
+        index=OUT / "cohort/index_admissions.parquet",
+        prevalent=OUT / "cohort/prevalent_hf.parquet",
+        admissions=OUT / "parquet/admissions.parquet",
+        patients=OUT / "parquet/patients.parquet",
+        hf=OUT / "cohort/hf_admissions.parquet",
+    output:
+        OUT / "cohort/followup.parquet",
+    params:
+        min_days=config["labels"]["followup_min_days"],
+        censor_at_death=config["labels"]["censor_at_death"],
+    log:
+        OUT / "logs/cohort/followup.log",
+    benchmark:
+        OUT / "benchmarks/cohort/followup.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/followup.py"
+
+
+rule cohort:
+    input:
+        index=OUT / "cohort/index_admissions.parquet",
+        prevalent=OUT / "cohort/prevalent_hf.parquet",
+        followup=OUT / "cohort/followup.parquet",
+        attrition=OUT / "cohort/attrition_eligibility.parquet",
+    output:
+        cohort=OUT / "cohort/cohort.parquet",
+        attrition=OUT / "cohort/attrition.parquet",
+    log:
+        OUT / "logs/cohort/cohort.log",
+    benchmark:
+        OUT / "benchmarks/cohort/cohort.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/cohort.py"

@@ -1,0 +1,86 @@
+# Helpers shared by every rule file: paths, source layout, derived criteria.
+import os
+from pathlib import Path
+
+from hftri_mimic.ingest import ECG_TABLES, ECHO_TABLES, HOSP_TABLES, TABLES, SourceError, check_source_table
+
+REPO = Path(workflow.basedir)
+OUT = Path(config["out_dir"])
+SOURCE = config["source"]
+IS_DEMO = SOURCE["kind"] == "demo"
+# Job scripts import the library from this checkout, also inside conda environments.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+
+
+def source_roots():
+    """Where the raw trees are: the demo's output folder or the configured download."""
+    if IS_DEMO:
+        return {"hosp": OUT / "source/hosp", "ecg": OUT / "source/ecg", "echo": OUT / "source/echo"}
+    return {
+        kind: Path(SOURCE[f"{kind}_root"]) if SOURCE.get(f"{kind}_root") else None
+        for kind in ("hosp", "ecg", "echo")
+    }
+
+
+def source_tree(table):
+    if table in ECG_TABLES:
+        return "ecg"
+    if table in ECHO_TABLES:
+        return "echo"
+    return "hosp"
+
+
+def source_file(table):
+    return source_roots()[source_tree(table)] / TABLES[table].relpath
+
+
+def check_real_source():
+    """Fail before any job runs when a configured real source is incomplete (names key, file, layout)."""
+    roots = source_roots()
+    if roots["hosp"] is None:
+        raise ValueError("config source.hosp_root: required when source.kind is 'mimic'")
+    for kind, root in roots.items():
+        if root is not None and not root.is_dir():
+            raise ValueError(f"config source.{kind}_root: {root} is not a directory")
+    for table in TABLES:
+        if roots[source_tree(table)] is not None:
+            try:
+                check_source_table(table, source_file(table))
+            except SourceError as err:
+                raise ValueError(f"config source.{source_tree(table)}_root: {err}") from None
+
+
+def available_modalities():
+    roots = source_roots()
+    return ["labs"] + [m for m in ("ecg", "echo") if roots[m] is not None]
+
+
+def required_modalities():
+    """The configured modalities that the source has (SPEC §3: absent roots are not required)."""
+    return [m for m in config["cohort"]["require_modalities"] if m in available_modalities()]
+
+
+def hf_code_lists():
+    """The ICD-9 and ICD-10 heart-failure code patterns of the configured definition."""
+    lists = config["labels"]["hf_code_lists"][config["labels"]["hf_codes"]]
+    return {"icd9": list(lists["icd9"]), "icd10": list(lists["icd10"])}
+
+
+def cohort_modality_inputs(wildcards):
+    """Availability tables of the modalities the source has."""
+    inputs = {"lab_admissions": OUT / "cohort/lab_admissions.parquet"}
+    if "ecg" in available_modalities():
+        inputs["ecg_admissions"] = OUT / "cohort/ecg_admissions.parquet"
+    if "echo" in available_modalities():
+        inputs["echo_admissions"] = OUT / "cohort/echo_admissions.parquet"
+    return inputs
+
+
+def demo_params():
+    demo = dict(config["demo"])
+    demo["echo_frames"] = list(demo["echo_frames"])
+    return demo
+
+
+if not IS_DEMO:
+    check_real_source()

@@ -1,0 +1,21 @@
+# Ingest (SPEC §4.1): each needed source table -> Parquet, once, by DuckDB.
+
+
+rule ingest_table:
+    input:
+        lambda wildcards: source_file(wildcards.table),
+    output:
+        OUT / "parquet/{table}.parquet",
+    wildcard_constraints:
+        table="|".join(TABLES),
+    log:
+        OUT / "logs/ingest/{table}.log",
+    benchmark:
+        OUT / "benchmarks/ingest/{table}.tsv"
+    threads: 2
+    resources:
+        mem_mb=6000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/ingest_table.py"

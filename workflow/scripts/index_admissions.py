@@ -1,0 +1,18 @@
+from hftri_mimic.cohort import index_admissions
+from hftri_mimic.logs import to_file
+
+with to_file(snakemake.log[0]):
+    index_admissions(
+        admissions=snakemake.input.admissions,
+        patients=snakemake.input.patients,
+        out=snakemake.output.index,
+        attrition_out=snakemake.output.attrition,
+        min_age=snakemake.params.min_age,
+        require_modalities=snakemake.params.require_modalities,
+        order=snakemake.params.order,
+        lab_admissions=snakemake.input.get("lab_admissions"),
+        ecg_admissions=snakemake.input.get("ecg_admissions"),
+        echo_admissions=snakemake.input.get("echo_admissions"),
+        threads=snakemake.threads,
+        mem_mb=snakemake.resources.mem_mb,
+    )

@@ -1,0 +1,12 @@
+from hftri_mimic.ingest import ingest_table
+from hftri_mimic.logs import to_file
+
+with to_file(snakemake.log[0]):
+    ingest_table(
+        name=snakemake.wildcards.table,
+        src=snakemake.input[0],
+        out=snakemake.output[0],
+        threads=snakemake.threads,
+        mem_mb=snakemake.resources.mem_mb,
+        temp_dir=snakemake.resources.tmpdir,
+    )

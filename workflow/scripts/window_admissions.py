@@ -1,0 +1,13 @@
+from hftri_mimic.cohort import ecg_admissions, echo_admissions
+from hftri_mimic.logs import to_file
+
+concept = {"ecg_admissions": ecg_admissions, "echo_admissions": echo_admissions}[snakemake.rule]
+with to_file(snakemake.log[0]):
+    concept(
+        snakemake.input.admissions,
+        snakemake.input.records,
+        out=snakemake.output[0],
+        window=snakemake.params.window,
+        threads=snakemake.threads,
+        mem_mb=snakemake.resources.mem_mb,
+    )
