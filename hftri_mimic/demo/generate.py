@@ -91,8 +91,13 @@ class CsvGzAppender:
         self._file.close()
 
 
-def generate_demo_source(source_dir: Path | str, truth_dir: Path | str, spec: DemoSpec, workers: int = 1) -> dict:
-    """Write the demo source and its ground truth; return a summary of counts."""
+def generate_demo_source(
+    source_dir: Path | str, truth_dir: Path | str, spec: DemoSpec, workers: int = 1, write_signals: bool = True
+) -> dict:
+    """Write the demo source and its ground truth; return a summary of counts.
+
+    ``write_signals=False`` writes tables and record lists only (fast checks of the hosp layout).
+    """
     t0 = time.perf_counter()
     source_dir, truth_dir = Path(source_dir), Path(truth_dir)
     truth_dir.mkdir(parents=True, exist_ok=True)
@@ -165,13 +170,14 @@ def generate_demo_source(source_dir: Path | str, truth_dir: Path | str, spec: De
     ecg_truth = pl.concat(truth_ecg).rename(lambda c: c.lstrip("_"))
     dicom_truth = pl.concat(truth_dicoms).rename(lambda c: c.lstrip("_"))
     signal_subjects = _signal_subjects(patients_truth, spec)
-    ecg_truth = ecg_truth.with_columns(has_file=pl.col("subject_id").is_in(signal_subjects))
-    dicom_truth = dicom_truth.with_columns(has_file=pl.col("subject_id").is_in(signal_subjects))
+    ecg_truth = ecg_truth.with_columns(has_file=pl.col("subject_id").is_in(signal_subjects.to_list()))
+    dicom_truth = dicom_truth.with_columns(has_file=pl.col("subject_id").is_in(signal_subjects.to_list()))
     patients_truth.write_parquet(truth_dir / "patients.parquet")
     ecg_truth.write_parquet(truth_dir / "ecg_records.parquet")
     dicom_truth.write_parquet(truth_dir / "echo_dicoms.parquet")
 
-    write_signal_files(source_dir, ecg_truth.filter("has_file"), dicom_truth.filter("has_file"), spec, workers)
+    if write_signals:
+        write_signal_files(source_dir, ecg_truth.filter("has_file"), dicom_truth.filter("has_file"), spec, workers)
     counts["seconds"] = round(time.perf_counter() - t0, 1)
     log.info("demo source: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
     return counts

@@ -1,5 +1,6 @@
-# Helpers shared by every rule file: paths, source layout, derived criteria.
-import os
+# Helpers shared by the workflow: paths, source layout, derived criteria.
+# Job scripts import the hftri_mimic library: installed with `pip install -e .` (README), and into each
+# conda environment by its env file (envs/*.yaml install this checkout with pip).
 from pathlib import Path
 
 from hftri_mimic.ingest import ECG_TABLES, ECHO_TABLES, HOSP_TABLES, TABLES, SourceError, check_source_table
@@ -8,8 +9,6 @@ REPO = Path(workflow.basedir)
 OUT = Path(config["out_dir"])
 SOURCE = config["source"]
 IS_DEMO = SOURCE["kind"] == "demo"
-# Job scripts import the library from this checkout, also inside conda environments.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def source_roots():

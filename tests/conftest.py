@@ -1,0 +1,83 @@
+"""Shared paths and helpers for the tests: real data beside the repo, small workflow runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MIMIC_DEMO_HOSP = SHARED / "data/mimic-iv-demo-2.2/hosp"
+MIMIC_ECG_HEADER = SHARED / "data/mimic-iv-ecg-format/40689238.hea"
+PTB_RECORD = SHARED / "data/wfdb-ptb/s0010_re"
+
+# A small demo that still exercises every branch of the cohort (a minute end to end on 2 cores).
+SMALL_DEMO = {"n_patients": 60, "echo_height": 64, "echo_width": 80, "echo_frames": [4, 8]}
+
+
+def require_shared(path: Path) -> Path:
+    """Real data written by someone else: it must be there (CI lays shared/ beside the repo)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: tests need ../shared beside the repository")
+    return path
+
+
+def base_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def write_config(workdir: Path, **overrides) -> Path:
+    """config.yaml for a run in ``workdir``: the repo's defaults with nested overrides merged."""
+    config = base_config()
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the repo's Snakefile in ``workdir`` (which holds config.yaml) and return the finished process."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_rules(proc: subprocess.CompletedProcess) -> set[str]:
+    """Rule names in the 'Job stats' table of a dry run."""
+    lines = (proc.stdout + proc.stderr).splitlines()
+    rules: set[str] = set()
+    in_table = False
+    for line in lines:
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if not parts or parts[0].startswith("-"):
+                continue
+            if parts[0] == "total":
+                break
+            rules.add(parts[0])
+    return rules
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """One small demo workflow run to completion; tests read its outputs and must not modify them."""
+    workdir = tmp_path_factory.mktemp("demo_run")
+    write_config(workdir, demo=SMALL_DEMO)
+    snakemake(workdir, "--cores", "2", "all")
+    return workdir

@@ -1,0 +1,152 @@
+"""The demo source has the real PhysioNet layouts: hosp tables like the MIMIC-IV demo, WFDB records
+like MIMIC-IV-ECG, ultrasound DICOMs like MIMIC-IV-ECHO, and a planted signal that is only partial."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pydicom
+import pytest
+import wfdb
+from conftest import MIMIC_DEMO_HOSP, MIMIC_ECG_HEADER, require_shared
+from pydicom.uid import JPEGBaseline8Bit
+from sklearn.metrics import roc_auc_score
+
+from hftri_mimic.demo.generate import HOSP_TABLES, DemoSpec, generate_demo_source
+from hftri_mimic.demo.records import ECHO_VIEWS
+
+US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
+US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+
+
+@pytest.fixture(scope="module")
+def hosp_only(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hosp_only")
+    generate_demo_source(out / "source", out / "truth", DemoSpec(n_patients=400), write_signals=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def with_signals(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("with_signals")
+    spec = DemoSpec(n_patients=12, echo_height=64, echo_width=80, echo_frames=(4, 8))
+    generate_demo_source(out / "source", out / "truth", spec, workers=1)
+    return out
+
+
+def inferred_types(path: Path) -> list[tuple[str, str]]:
+    rows = duckdb.connect().execute(f"DESCRIBE SELECT * FROM read_csv_auto('{path}')").fetchall()
+    return [(name, dtype) for name, dtype, *_ in rows]
+
+
+@pytest.mark.parametrize("table", HOSP_TABLES)
+def test_hosp_table_has_the_columns_and_types_of_the_real_mimic_demo(hosp_only, table):
+    real = inferred_types(require_shared(MIMIC_DEMO_HOSP / f"{table}.csv.gz"))
+    ours = inferred_types(hosp_only / "source/hosp" / f"{table}.csv.gz")
+    assert ours == real, f"{table}: generated (name, DuckDB type) differ from MIMIC-IV demo: {ours} vs {real}"
+
+
+def test_hosp_quirks_of_the_real_files_are_present(hosp_only):
+    con = duckdb.connect()
+    hosp = hosp_only / "source/hosp"
+    null_hadm, total = con.execute(
+        f"SELECT count(*) FILTER (WHERE hadm_id IS NULL), count(*) FROM read_csv_auto('{hosp}/labevents.csv.gz')"
+    ).fetchone()
+    assert 0 < null_hadm < total, "labevents must hold outpatient rows with a null hadm_id"
+    assert con.execute(f"SELECT count(*) FROM read_csv_auto('{hosp}/labevents.csv.gz') "
+                       "WHERE value IN ('<0.01', '___') AND valuenum IS NULL").fetchone()[0] > 0
+    assert con.execute(f"SELECT count(*) FROM read_csv_auto('{hosp}/diagnoses_icd.csv.gz') "
+                       "WHERE icd_code LIKE '%.%'").fetchone()[0] == 0, "MIMIC icd_code has no dots"
+    assert con.execute(f"SELECT max(anchor_age) FROM read_csv_auto('{hosp}/patients.csv.gz')").fetchone()[0] == 91
+    years = con.execute(f"SELECT min(year(admittime)), max(year(admittime)) "
+                        f"FROM read_csv_auto('{hosp}/admissions.csv.gz')").fetchone()
+    assert 2100 <= years[0] and years[1] <= 2210, f"dates must be shifted into 2100-2200, got {years}"
+    omr = con.execute(f"SELECT DISTINCT result_name FROM read_csv_auto('{hosp}/omr.csv.gz')").fetchall()
+    assert {"Height (Inches)", "Weight (Lbs)", "BMI (kg/m2)", "Blood Pressure"} <= {r[0] for r in omr}
+
+
+def test_generator_is_deterministic_for_a_seed(tmp_path):
+    def digest(root: Path) -> dict[str, str]:
+        return {p.name: hashlib.sha256(gzip.decompress(p.read_bytes())).hexdigest()
+                for p in sorted((root / "hosp").glob("*.csv.gz"))}
+
+    spec = DemoSpec(n_patients=30)
+    generate_demo_source(tmp_path / "a", tmp_path / "ta", spec, write_signals=False)
+    generate_demo_source(tmp_path / "b", tmp_path / "tb", spec, write_signals=False)
+    generate_demo_source(tmp_path / "c", tmp_path / "tc", DemoSpec(n_patients=30, seed=7), write_signals=False)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert digest(tmp_path / "a")["labevents.csv.gz"] != digest(tmp_path / "c")["labevents.csv.gz"]
+
+
+def test_planted_lab_signal_is_informative_but_partial(hosp_only):
+    """NT-proBNP tracks the lab component of heart failure: informative, never a perfect label."""
+    truth = pl.read_parquet(hosp_only / "truth/patients.parquet")
+    bnp = (
+        pl.read_csv(hosp_only / "source/hosp/labevents.csv.gz", infer_schema_length=0)
+        .filter(pl.col("itemid") == "50963", pl.col("valuenum") != "")
+        .group_by(pl.col("subject_id").cast(pl.Int64))
+        .agg(pl.col("valuenum").cast(pl.Float64).log().mean().alias("log_bnp"))
+        .join(truth, on="subject_id")
+    )
+    auc = roc_auc_score(bnp["prevalent_hf"].to_numpy(), bnp["log_bnp"].to_numpy())
+    assert 0.6 < auc < 0.9, f"NT-proBNP alone should be partly informative of HF, AUC={auc:.2f}"
+
+
+def header_shape(line: str) -> str:
+    """A header line with its numbers and names replaced by placeholders."""
+    return re.sub(r"[A-Za-z]+\d*|-?\d+(\.\d+)?", "X", line.strip())
+
+
+def test_wfdb_records_read_back_with_the_mimic_header_shape(with_signals):
+    records = pl.read_csv(with_signals / "source/ecg/record_list.csv")
+    assert records.columns == ["subject_id", "study_id", "file_name", "ecg_time", "path"]
+    real_lines = require_shared(MIMIC_ECG_HEADER).read_text().splitlines()
+    for row in records.head(5).iter_rows(named=True):
+        path = with_signals / "source/ecg" / row["path"]
+        assert re.fullmatch(rf"files/p{str(row['subject_id'])[:4]}/p{row['subject_id']}/s{row['study_id']}/"
+                            rf"{row['study_id']}", row["path"])
+        lines = Path(str(path) + ".hea").read_text().splitlines()
+        assert [header_shape(x) for x in lines] == [header_shape(x) for x in real_lines]
+        header = wfdb.rdheader(str(path))
+        assert header.sig_name == ["I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6"]
+        assert (header.fs, header.sig_len, set(header.fmt), set(header.adc_gain)) == (500, 5000, {"16"}, {200.0})
+        assert header.comments == [f"<subject_id>: {row['subject_id']}"]
+        signal = wfdb.rdrecord(str(path)).p_signal
+        assert signal.shape == (5000, 12) and np.isfinite(signal).all()
+
+
+def test_dicoms_read_back_as_ultrasound_multiframe_jpeg_ybr(with_signals):
+    listing = pl.read_csv(with_signals / "source/echo/echo-record-list.csv")
+    assert listing.columns == ["subject_id", "study_id", "acquisition_datetime", "dicom_filepath"]
+    truth = pl.read_parquet(with_signals / "truth/echo_dicoms.parquet")
+    assert set(truth["view"]) - {"still"} <= set(ECHO_VIEWS)
+    kinds = {"multi": 0, "still": 0, "regions": 0, "no_regions": 0}
+    for row in listing.head(40).iter_rows(named=True):
+        path = with_signals / "source/echo" / row["dicom_filepath"]
+        assert re.fullmatch(rf"files/p{str(row['subject_id'])[:2]}/p{row['subject_id']}/s{row['study_id']}/"
+                            rf"{row['study_id']}_\d{{4}}\.dcm", row["dicom_filepath"])
+        ds = pydicom.dcmread(path)
+        assert ds.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
+        assert ds.PhotometricInterpretation == "YBR_FULL_422" and ds.Modality == "US"
+        frames = int(getattr(ds, "NumberOfFrames", 1))
+        if ds.SOPClassUID == US_MULTIFRAME:
+            kinds["multi"] += 1
+            assert frames > 1 and float(ds.FrameTime) > 0
+            assert ds.pixel_array.shape == (frames, ds.Rows, ds.Columns, 3)
+            kinds["regions" if "SequenceOfUltrasoundRegions" in ds else "no_regions"] += 1
+        else:
+            assert ds.SOPClassUID == US_IMAGE and frames == 1
+            kinds["still"] += 1
+    assert kinds["multi"] and kinds["still"] and kinds["regions"], f"expected every kind of DICOM: {kinds}"
+
+
+def test_ground_truth_lives_outside_the_source_tree(with_signals):
+    source_files = {p.name for p in (with_signals / "source").rglob("*") if p.is_file()}
+    assert not any(name.endswith(".parquet") for name in source_files)
+    assert (with_signals / "truth/echo_dicoms.parquet").is_file()

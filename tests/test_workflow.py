@@ -1,0 +1,178 @@
+"""The workflow end to end: config validation, demo and real-MIMIC runs, attrition, params reruns, lint."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+import yaml
+from conftest import MIMIC_DEMO_HOSP, REPO, planned_rules, require_shared, snakemake, write_config
+
+from hftri_mimic.cohort import COHORT_COLUMNS
+
+
+def test_demo_run_writes_one_cohort_row_per_patient(demo_run):
+    cohort = pl.read_parquet(demo_run / "results/cohort/cohort.parquet")
+    assert cohort.columns[: len(COHORT_COLUMNS)] == COHORT_COLUMNS
+    assert cohort["subject_id"].is_unique().all()
+    assert cohort.height > 20, "the small demo should keep most patients"
+    assert cohort["ecg_study_id"].null_count() == 0 and cohort["echo_study_id"].null_count() == 0
+    assert (cohort["age"] >= 18).all()
+    assert cohort["prevalent_hf"].null_count() == 0
+    prevalent = cohort.filter("prevalent_hf")
+    assert not prevalent["has_followup"].any() and prevalent["incident_hf"].null_count() == prevalent.height
+    followed = cohort.filter("has_followup")
+    assert followed["incident_hf"].null_count() == 0 and (followed["followup_days"] > 0).all()
+
+
+def test_demo_cohort_agrees_with_the_generator_truth(demo_run):
+    """The demo writes the HF code where its truth says so; the SQL must find exactly that."""
+    cohort = pl.read_parquet(demo_run / "results/cohort/cohort.parquet")
+    truth = pl.read_parquet(demo_run / "results/source_truth/patients.parquet")
+    joined = cohort.join(truth, on="subject_id", suffix="_truth")
+    assert joined.height == cohort.height
+    assert (joined["prevalent_hf"] == joined["prevalent_hf_truth"]).all()
+
+
+def test_attrition_reconciles(demo_run):
+    attrition = pl.read_parquet(demo_run / "results/cohort/attrition.parquet").sort("reason_id")
+    assert attrition.columns == ["reason_id", "reason", "n_records", "n_subjects", "excluded_records",
+                                 "excluded_subjects"]
+    rows = attrition.rows(named=True)
+    for prev, row in zip(rows, rows[1:], strict=False):
+        assert row["n_subjects"] == prev["n_subjects"] - row["excluded_subjects"], row["reason"]
+        assert row["n_records"] == prev["n_records"] - row["excluded_records"], row["reason"]
+    cohort = pl.read_parquet(demo_run / "results/cohort/cohort.parquet")
+    assert rows[-1]["n_subjects"] == cohort.height
+    assert sum(r["excluded_subjects"] for r in rows) > 0, "the demo should exclude some patients"
+
+
+def rerun_plan(demo_run, tmp_path, **overrides) -> set[str]:
+    """Rules a dry run would execute after changing config values in a copy of the finished run."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        config[section][key] = value
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return planned_rules(snakemake(workdir, "-n", "--cores", "2", "all"))
+
+
+def test_unchanged_config_plans_nothing(demo_run, tmp_path):
+    assert rerun_plan(demo_run, tmp_path) == set()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"labels__followup_min_days": 60}, {"followup", "cohort", "all"}),
+        ({"labels__censor_at_death": True}, {"followup", "cohort", "all"}),
+        ({"labels__prevalent_lookback_days": 365}, {"prevalent_hf", "followup", "cohort", "all"}),
+        ({"labels__hf_codes": "charlson"}, {"hf_admissions", "prevalent_hf", "followup", "cohort", "all"}),
+        ({"cohort__min_age": 21}, {"index_admissions", "prevalent_hf", "followup", "cohort", "all"}),
+        ({"cohort__ecg_window": {"start_offset_hours": -6, "end_offset_hours": 0}},
+         {"ecg_admissions", "index_admissions", "prevalent_hf", "followup", "cohort", "all"}),
+    ],
+)
+def test_changing_a_criterion_reruns_only_what_depends_on_it(demo_run, tmp_path, change, expected):
+    assert rerun_plan(demo_run, tmp_path, **change) == expected
+
+
+@pytest.mark.parametrize(
+    ("section", "bad", "named"),
+    [
+        ("source", {"kind": "mimik"}, "kind"),
+        ("cohort", {"min_age": "adult"}, "min_age"),
+        ("labels", {"hf_codes": "broad"}, "hf_codes"),
+        ("labels", {"followup_min_days": -3}, "followup_min_days"),
+    ],
+)
+def test_invalid_config_fails_before_any_job_naming_the_key(tmp_path, section, bad, named):
+    write_config(tmp_path, **{section: bad})
+    proc = snakemake(tmp_path, "--cores", "1", "all", check=False)
+    assert proc.returncode != 0
+    message = proc.stdout + proc.stderr
+    assert named in message, f"error should name {named!r}:\n{message[-2000:]}"
+    assert not (tmp_path / "results").exists(), "no job may run with an invalid config"
+
+
+def test_misspelt_config_key_is_rejected(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["labels"]["followup_min_dayz"] = 30
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "--cores", "1", "all", check=False)
+    assert proc.returncode != 0 and "followup_min_dayz" in proc.stdout + proc.stderr
+
+
+def test_mimic_source_missing_table_is_named_before_any_job(tmp_path):
+    hosp = tmp_path / "hosp"
+    shutil.copytree(require_shared(MIMIC_DEMO_HOSP), hosp)
+    (hosp / "omr.csv.gz").unlink()
+    write_config(tmp_path, source={"kind": "mimic", "hosp_root": str(hosp), "ecg_root": None, "echo_root": None},
+                 cohort={"require_modalities": ["labs"]})
+    proc = snakemake(tmp_path, "--cores", "1", "all", check=False)
+    message = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "omr.csv.gz" in message and "hosp_root" in message, message[-2000:]
+
+
+def independent_prevalent_hf(hosp, lab_itemids, codes) -> pl.DataFrame:
+    """SPEC §4.2-4.3 written with polars, apart from the workflow's SQL: adult admissions with a
+    configured lab item; first such admission per patient; HF code on it or any earlier admission."""
+    patients = pl.read_csv(hosp / "patients.csv.gz")
+    admissions = pl.read_csv(hosp / "admissions.csv.gz", try_parse_dates=True)
+    labs = pl.read_csv(hosp / "labevents.csv.gz", infer_schema_length=0).select("hadm_id", "itemid")
+    lab_hadm = labs.filter(pl.col("itemid").cast(pl.Int64).is_in(lab_itemids), pl.col("hadm_id").is_not_null())
+    lab_hadm = lab_hadm["hadm_id"].cast(pl.Int64).unique()
+    index = (
+        admissions.join(patients, on="subject_id")
+        .filter((pl.col("anchor_age") + pl.col("admittime").dt.year() - pl.col("anchor_year")) >= 18)
+        .filter(pl.col("hadm_id").is_in(lab_hadm))
+        .sort("admittime", "hadm_id")
+        .group_by("subject_id", maintain_order=True)
+        .first()
+        .select("subject_id", pl.col("admittime").alias("index_time"), pl.col("hadm_id").alias("index_hadm"))
+    )
+    diagnoses = pl.read_csv(hosp / "diagnoses_icd.csv.gz", schema_overrides={"icd_code": pl.String})
+
+    def matches(version: int) -> pl.Expr:
+        prefixes = [c.rstrip("*") for c in codes[f"icd{version}"] if c.endswith("*")]
+        exact = [c for c in codes[f"icd{version}"] if not c.endswith("*")]
+        code = pl.col("icd_code").str.replace_all(".", "", literal=True).str.to_uppercase()
+        return (pl.col("icd_version") == version) & (
+            code.is_in(exact) | pl.any_horizontal([code.str.starts_with(p) for p in prefixes] or [pl.lit(False)]))
+
+    hf_hadm = diagnoses.filter(matches(9) | matches(10))["hadm_id"].unique()
+    hf_times = admissions.filter(pl.col("hadm_id").is_in(hf_hadm)).select("subject_id", "hadm_id", "admittime")
+    flagged = (
+        index.join(hf_times, on="subject_id", how="left")
+        .with_columns(hit=(pl.col("hadm_id") == pl.col("index_hadm")) | (pl.col("admittime") < pl.col("index_time")))
+        .group_by("subject_id")
+        .agg(pl.col("hit").fill_null(False).any().alias("prevalent_hf"))
+    )
+    return flagged.sort("subject_id")
+
+
+def test_real_mimic_demo_hosp_only_prevalent_hf_matches_independent_computation(tmp_path):
+    hosp = require_shared(MIMIC_DEMO_HOSP)
+    write_config(tmp_path, source={"kind": "mimic", "hosp_root": str(hosp), "ecg_root": None, "echo_root": None},
+                 cohort={"require_modalities": ["labs"]})
+    snakemake(tmp_path, "--cores", "2", "all")
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    expected = independent_prevalent_hf(hosp, config["cohort"]["lab_itemids"],
+                                        config["labels"]["hf_code_lists"]["strict"])
+    cohort = pl.read_parquet(tmp_path / "results/cohort/cohort.parquet").select("subject_id", "prevalent_hf")
+    assert cohort.height == expected.height > 50
+    assert cohort.sort("subject_id").equals(expected), "prevalent HF differs from the independent computation"
+    assert 0 < cohort["prevalent_hf"].sum() < cohort.height
+    assert not (tmp_path / "results/parquet/ecg_record_list.parquet").exists(), "no ECG source: no ECG ingest"
+
+
+def test_snakemake_lint_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Lints for" not in output, output[-4000:]
