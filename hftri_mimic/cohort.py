@@ -307,9 +307,9 @@ def assemble_cohort(
     )
     if cohort.height != index.height or cohort["prevalent_hf"].null_count():
         raise RuntimeError("labels do not cover every index admission")
-    cohort.write_parquet(out)
     steps = pl.read_parquet(attrition)
     check_attrition(steps)
+    cohort.write_parquet(out)
     steps.write_parquet(attrition_out)
     n_prev = int(cohort["prevalent_hf"].sum())
     n_follow = int(cohort["has_followup"].sum())

@@ -59,22 +59,34 @@ def test_hosp_quirks_of_the_real_files_are_present(hosp_only):
         f"SELECT count(*) FILTER (WHERE hadm_id IS NULL), count(*) FROM read_csv_auto('{hosp}/labevents.csv.gz')"
     ).fetchone()
     assert 0 < null_hadm < total, "labevents must hold outpatient rows with a null hadm_id"
-    assert con.execute(f"SELECT count(*) FROM read_csv_auto('{hosp}/labevents.csv.gz') "
-                       "WHERE value IN ('<0.01', '___') AND valuenum IS NULL").fetchone()[0] > 0
-    assert con.execute(f"SELECT count(*) FROM read_csv_auto('{hosp}/diagnoses_icd.csv.gz') "
-                       "WHERE icd_code LIKE '%.%'").fetchone()[0] == 0, "MIMIC icd_code has no dots"
+    assert (
+        con.execute(
+            f"SELECT count(*) FROM read_csv_auto('{hosp}/labevents.csv.gz') "
+            "WHERE value IN ('<0.01', '___') AND valuenum IS NULL"
+        ).fetchone()[0]
+        > 0
+    )
+    assert (
+        con.execute(
+            f"SELECT count(*) FROM read_csv_auto('{hosp}/diagnoses_icd.csv.gz') WHERE icd_code LIKE '%.%'"
+        ).fetchone()[0]
+        == 0
+    ), "MIMIC icd_code has no dots"
     assert con.execute(f"SELECT max(anchor_age) FROM read_csv_auto('{hosp}/patients.csv.gz')").fetchone()[0] == 91
-    years = con.execute(f"SELECT min(year(admittime)), max(year(admittime)) "
-                        f"FROM read_csv_auto('{hosp}/admissions.csv.gz')").fetchone()
-    assert 2100 <= years[0] and years[1] <= 2210, f"dates must be shifted into 2100-2200, got {years}"
+    years = con.execute(
+        f"SELECT min(year(admittime)), max(year(admittime)) FROM read_csv_auto('{hosp}/admissions.csv.gz')"
+    ).fetchone()
+    assert years[0] >= 2100 and years[1] <= 2210, f"dates must be shifted into 2100-2200, got {years}"
     omr = con.execute(f"SELECT DISTINCT result_name FROM read_csv_auto('{hosp}/omr.csv.gz')").fetchall()
     assert {"Height (Inches)", "Weight (Lbs)", "BMI (kg/m2)", "Blood Pressure"} <= {r[0] for r in omr}
 
 
 def test_generator_is_deterministic_for_a_seed(tmp_path):
     def digest(root: Path) -> dict[str, str]:
-        return {p.name: hashlib.sha256(gzip.decompress(p.read_bytes())).hexdigest()
-                for p in sorted((root / "hosp").glob("*.csv.gz"))}
+        return {
+            p.name: hashlib.sha256(gzip.decompress(p.read_bytes())).hexdigest()
+            for p in sorted((root / "hosp").glob("*.csv.gz"))
+        }
 
     spec = DemoSpec(n_patients=30)
     generate_demo_source(tmp_path / "a", tmp_path / "ta", spec, write_signals=False)
@@ -109,8 +121,11 @@ def test_wfdb_records_read_back_with_the_mimic_header_shape(with_signals):
     real_lines = require_shared(MIMIC_ECG_HEADER).read_text().splitlines()
     for row in records.head(5).iter_rows(named=True):
         path = with_signals / "source/ecg" / row["path"]
-        assert re.fullmatch(rf"files/p{str(row['subject_id'])[:4]}/p{row['subject_id']}/s{row['study_id']}/"
-                            rf"{row['study_id']}", row["path"])
+        assert re.fullmatch(
+            rf"files/p{str(row['subject_id'])[:4]}/p{row['subject_id']}/s{row['study_id']}/"
+            rf"{row['study_id']}",
+            row["path"],
+        )
         lines = Path(str(path) + ".hea").read_text().splitlines()
         assert [header_shape(x) for x in lines] == [header_shape(x) for x in real_lines]
         header = wfdb.rdheader(str(path))
@@ -129,8 +144,11 @@ def test_dicoms_read_back_as_ultrasound_multiframe_jpeg_ybr(with_signals):
     kinds = {"multi": 0, "still": 0, "regions": 0, "no_regions": 0}
     for row in listing.head(40).iter_rows(named=True):
         path = with_signals / "source/echo" / row["dicom_filepath"]
-        assert re.fullmatch(rf"files/p{str(row['subject_id'])[:2]}/p{row['subject_id']}/s{row['study_id']}/"
-                            rf"{row['study_id']}_\d{{4}}\.dcm", row["dicom_filepath"])
+        assert re.fullmatch(
+            rf"files/p{str(row['subject_id'])[:2]}/p{row['subject_id']}/s{row['study_id']}/"
+            rf"{row['study_id']}_\d{{4}}\.dcm",
+            row["dicom_filepath"],
+        )
         ds = pydicom.dcmread(path)
         assert ds.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
         assert ds.PhotometricInterpretation == "YBR_FULL_422" and ds.Modality == "US"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from itertools import pairwise
 
 import polars as pl
 import pytest
@@ -39,10 +40,16 @@ def test_demo_cohort_agrees_with_the_generator_truth(demo_run):
 
 def test_attrition_reconciles(demo_run):
     attrition = pl.read_parquet(demo_run / "results/cohort/attrition.parquet").sort("reason_id")
-    assert attrition.columns == ["reason_id", "reason", "n_records", "n_subjects", "excluded_records",
-                                 "excluded_subjects"]
+    assert attrition.columns == [
+        "reason_id",
+        "reason",
+        "n_records",
+        "n_subjects",
+        "excluded_records",
+        "excluded_subjects",
+    ]
     rows = attrition.rows(named=True)
-    for prev, row in zip(rows, rows[1:], strict=False):
+    for prev, row in pairwise(rows):
         assert row["n_subjects"] == prev["n_subjects"] - row["excluded_subjects"], row["reason"]
         assert row["n_records"] == prev["n_records"] - row["excluded_records"], row["reason"]
     cohort = pl.read_parquet(demo_run / "results/cohort/cohort.parquet")
@@ -74,8 +81,10 @@ def test_unchanged_config_plans_nothing(demo_run, tmp_path):
         ({"labels__prevalent_lookback_days": 365}, {"prevalent_hf", "followup", "cohort", "all"}),
         ({"labels__hf_codes": "charlson"}, {"hf_admissions", "prevalent_hf", "followup", "cohort", "all"}),
         ({"cohort__min_age": 21}, {"index_admissions", "prevalent_hf", "followup", "cohort", "all"}),
-        ({"cohort__ecg_window": {"start_offset_hours": -6, "end_offset_hours": 0}},
-         {"ecg_admissions", "index_admissions", "prevalent_hf", "followup", "cohort", "all"}),
+        (
+            {"cohort__ecg_window": {"start_offset_hours": -6, "end_offset_hours": 0}},
+            {"ecg_admissions", "index_admissions", "prevalent_hf", "followup", "cohort", "all"},
+        ),
     ],
 )
 def test_changing_a_criterion_reruns_only_what_depends_on_it(demo_run, tmp_path, change, expected):
@@ -112,8 +121,11 @@ def test_mimic_source_missing_table_is_named_before_any_job(tmp_path):
     hosp = tmp_path / "hosp"
     shutil.copytree(require_shared(MIMIC_DEMO_HOSP), hosp)
     (hosp / "omr.csv.gz").unlink()
-    write_config(tmp_path, source={"kind": "mimic", "hosp_root": str(hosp), "ecg_root": None, "echo_root": None},
-                 cohort={"require_modalities": ["labs"]})
+    write_config(
+        tmp_path,
+        source={"kind": "mimic", "hosp_root": str(hosp), "ecg_root": None, "echo_root": None},
+        cohort={"require_modalities": ["labs"]},
+    )
     proc = snakemake(tmp_path, "--cores", "1", "all", check=False)
     message = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "omr.csv.gz" in message and "hosp_root" in message, message[-2000:]
@@ -143,7 +155,8 @@ def independent_prevalent_hf(hosp, lab_itemids, codes) -> pl.DataFrame:
         exact = [c for c in codes[f"icd{version}"] if not c.endswith("*")]
         code = pl.col("icd_code").str.replace_all(".", "", literal=True).str.to_uppercase()
         return (pl.col("icd_version") == version) & (
-            code.is_in(exact) | pl.any_horizontal([code.str.starts_with(p) for p in prefixes] or [pl.lit(False)]))
+            code.is_in(exact) | pl.any_horizontal([code.str.starts_with(p) for p in prefixes] or [pl.lit(False)])
+        )
 
     hf_hadm = diagnoses.filter(matches(9) | matches(10))["hadm_id"].unique()
     hf_times = admissions.filter(pl.col("hadm_id").is_in(hf_hadm)).select("subject_id", "hadm_id", "admittime")
@@ -158,12 +171,16 @@ def independent_prevalent_hf(hosp, lab_itemids, codes) -> pl.DataFrame:
 
 def test_real_mimic_demo_hosp_only_prevalent_hf_matches_independent_computation(tmp_path):
     hosp = require_shared(MIMIC_DEMO_HOSP)
-    write_config(tmp_path, source={"kind": "mimic", "hosp_root": str(hosp), "ecg_root": None, "echo_root": None},
-                 cohort={"require_modalities": ["labs"]})
+    write_config(
+        tmp_path,
+        source={"kind": "mimic", "hosp_root": str(hosp), "ecg_root": None, "echo_root": None},
+        cohort={"require_modalities": ["labs"]},
+    )
     snakemake(tmp_path, "--cores", "2", "all")
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    expected = independent_prevalent_hf(hosp, config["cohort"]["lab_itemids"],
-                                        config["labels"]["hf_code_lists"]["strict"])
+    expected = independent_prevalent_hf(
+        hosp, config["cohort"]["lab_itemids"], config["labels"]["hf_code_lists"]["strict"]
+    )
     cohort = pl.read_parquet(tmp_path / "results/cohort/cohort.parquet").select("subject_id", "prevalent_hf")
     assert cohort.height == expected.height > 50
     assert cohort.sort("subject_id").equals(expected), "prevalent HF differs from the independent computation"
@@ -172,7 +189,8 @@ def test_real_mimic_demo_hosp_only_prevalent_hf_matches_independent_computation(
 
 
 def test_snakemake_lint_is_clean():
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Lints for" not in output, output[-4000:]
