@@ -15,10 +15,13 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/source.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/cohort.smk"
+include: "workflow/rules/ecg.smk"
 
 
 rule all:
     input:
         OUT / "cohort/cohort.parquet",
         OUT / "cohort/attrition.parquet",
+        OUT / "hftri/attrition.parquet",
+        ecg_outputs(),
     default_target: True

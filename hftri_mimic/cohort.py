@@ -340,6 +340,7 @@ def check_attrition(steps: pl.DataFrame) -> None:
 
 __all__ = [
     "assemble_cohort",
+    "extend_attrition",
     "check_attrition",
     "ecg_admissions",
     "echo_admissions",
@@ -351,3 +352,32 @@ __all__ = [
     "prevalent_hf",
     "run_concept",
 ]
+
+
+def extend_attrition(
+    attrition: Path | str, out: Path | str, stages: Sequence[tuple[str, Path | str, dict[str, str], bool]]
+) -> pl.DataFrame:
+    """Append the signal-quality exclusions of the ECG/echo stages to the cohort attrition.
+
+    ``stages``: (label, exclusions parquet with subject_id and reason, reason code -> description, required).
+    A required modality's exclusion removes the patient (one row per reason, in the code order given);
+    for a modality that is not required the patient stays, so no row is added.
+    """
+    rows = pl.read_parquet(attrition).sort("reason_id").rows()
+    removed: set[int] = set()
+    for label, exclusions, reasons, required in stages:
+        if not required:
+            continue
+        table = pl.read_parquet(exclusions, columns=["subject_id", "reason"])
+        for code, description in reasons.items():
+            subjects = set(table.filter(pl.col("reason") == code)["subject_id"].to_list()) - removed
+            if not subjects:
+                continue
+            removed |= subjects
+            _, _, n_records, n_subjects, _, _ = rows[-1]
+            n = len(subjects)
+            rows.append((len(rows), f"{label}: {description}", n_records - n, n_subjects - n, n, n))
+    frame = pl.DataFrame(rows, schema=ATTRITION_SCHEMA, orient="row")
+    check_attrition(frame)
+    frame.write_parquet(out)
+    return frame

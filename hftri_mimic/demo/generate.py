@@ -156,7 +156,9 @@ def generate_demo_source(
         counts["echo_dicoms"] += dicoms.height
 
         truth_patients.append(_patient_truth(pop, history))
-        truth_ecg.append(ecgs.select("subject_id", "study_id", "ecg_time", "path", "_qrs_ms", "_t_amp", "_hr"))
+        truth_ecg.append(
+            ecgs.select("subject_id", "study_id", "ecg_time", "path", "_qrs_ms", "_t_amp", "_hr", "_defect")
+        )
         truth_dicoms.append(dicoms)
     for appender in (*hosp_out.values(), ecg_list, ecg_mm, echo_list, echo_studies_out):
         appender.close()
@@ -250,11 +252,30 @@ def _write_ecg(job: tuple) -> None:
 
     ecg_root, seed, row = job
     rng = np.random.default_rng([seed, 1, row["study_id"]])
-    signal = synth_ecg(rng, qrs_ms=row["qrs_ms"], t_amp=row["t_amp"], hr_bpm=row["hr"])
+    signal = apply_ecg_defect(
+        synth_ecg(rng, qrs_ms=row["qrs_ms"], t_amp=row["t_amp"], hr_bpm=row["hr"]), row["defect"], rng
+    )
     record_dir = ecg_root / os.path.dirname(row["path"])
     write_mimic_ecg_record(
         record_dir, study_id=row["study_id"], subject_id=row["subject_id"], signal_mv=signal, ecg_time=row["ecg_time"]
     )
+
+
+def apply_ecg_defect(signal_mv: np.ndarray, defect: str, rng: np.random.Generator) -> np.ndarray:
+    """A recording fault on a (n, 12) mV signal: a lead off (flat), a lead driven into the ADC limits for
+    a tenth of the record (clipping), or electrode-motion noise swamping every lead."""
+    signal = signal_mv.copy()
+    lead = int(rng.integers(0, signal.shape[1]))
+    if defect == "flat_lead":
+        signal[:, lead] = 0.0
+    elif defect == "clipping":
+        start = int(rng.integers(0, signal.shape[0] * 9 // 10))
+        signal[start : start + signal.shape[0] // 10, lead] = 200.0  # beyond +163.8 mV, the 16-bit limit at gain 200
+    elif defect == "noise":
+        signal += (
+            rng.normal(0.0, 1.5, signal.shape) + 2.0 * np.sin(np.linspace(0, 60 * np.pi, signal.shape[0]))[:, None]
+        )
+    return signal
 
 
 def _write_dicom(job: tuple) -> None:

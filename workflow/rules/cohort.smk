@@ -176,3 +176,23 @@ rule cohort:
         "../../envs/curation.yaml"
     script:
         "../scripts/cohort.py"
+
+
+rule attrition:
+    input:
+        unpack(attrition_stage_inputs),
+    output:
+        OUT / "hftri/attrition.parquet",
+    params:
+        required=required_modalities(),
+    log:
+        OUT / "logs/attrition.log",
+    benchmark:
+        OUT / "benchmarks/attrition.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/attrition.py"

@@ -4,6 +4,7 @@
 from pathlib import Path
 
 from hftri_mimic.ingest import ECG_TABLES, ECHO_TABLES, HOSP_TABLES, TABLES, SourceError, check_source_table
+from hftri_mimic.storage import shard_ids
 
 REPO = Path(workflow.basedir)
 OUT = Path(config["out_dir"])
@@ -83,3 +84,36 @@ def demo_params():
 
 if not IS_DEMO:
     check_real_source()
+
+
+def ecg_source_files(wildcards):
+    """The demo's ECG files are a rule output (a change reruns the shards); a real tree is external."""
+    return [OUT / "source/ecg/files"] if IS_DEMO else []
+
+
+def ecg_settings():
+    """The ecg block without the shard size (which changes the plan, not the per-record processing)."""
+    return {k: v for k, v in config["ecg"].items() if k != "shard_size"}
+
+
+def ecg_shard_outputs(kind):
+    """Per-shard tables of every ECG shard in the plan (evaluated after the checkpoint ran)."""
+
+    def inputs(wildcards):
+        plan = checkpoints.ecg_shard_plan.get().output[0]
+        return [OUT / f"ecg/shards/{k}.{kind}.parquet" for k in shard_ids(plan)]
+
+    return inputs
+
+
+def attrition_stage_inputs(wildcards):
+    inputs = {"attrition": OUT / "cohort/attrition.parquet"}
+    if "ecg" in available_modalities():
+        inputs["ecg_exclusions"] = OUT / "ecg/exclusions.parquet"
+    return inputs
+
+
+def ecg_outputs():
+    if "ecg" not in available_modalities():
+        return []
+    return [OUT / "ecg/index.parquet", OUT / "ecg/exclusions.parquet"]

@@ -1,0 +1,70 @@
+# ECG stage (SPEC §4.4): cohort ECGs -> quality-checked (12, 2500) float32 arrays in Zarr v3 shards.
+
+
+checkpoint ecg_shard_plan:
+    input:
+        # The index admissions, not the labelled cohort: a label criterion never reruns the ECG stage.
+        cohort=OUT / "cohort/index_admissions.parquet",
+    output:
+        OUT / "ecg/plan.parquet",
+    params:
+        shard_size=config["ecg"]["shard_size"],
+    log:
+        OUT / "logs/ecg/plan.log",
+    benchmark:
+        OUT / "benchmarks/ecg/plan.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../../envs/signals.yaml"
+    script:
+        "../scripts/ecg_plan.py"
+
+
+rule ecg_shard:
+    input:
+        ecg_source_files,
+        plan=OUT / "ecg/plan.parquet",
+    output:
+        store=directory(OUT / "ecg/shards/{shard}.zarr"),
+        index=OUT / "ecg/shards/{shard}.index.parquet",
+        exclusions=OUT / "ecg/shards/{shard}.exclusions.parquet",
+    wildcard_constraints:
+        shard=r"\d+",
+    params:
+        ecg_root=source_roots()["ecg"],
+        settings=ecg_settings(),
+        zarr_relpath="ecg/shards/{shard}.zarr",
+    log:
+        OUT / "logs/ecg/shard_{shard}.log",
+    benchmark:
+        OUT / "benchmarks/ecg/shard_{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1500,
+    conda:
+        "../../envs/signals.yaml"
+    script:
+        "../scripts/ecg_shard.py"
+
+
+rule ecg_collect:
+    input:
+        plan=OUT / "ecg/plan.parquet",
+        indexes=ecg_shard_outputs("index"),
+        exclusions=ecg_shard_outputs("exclusions"),
+    output:
+        index=OUT / "ecg/index.parquet",
+        exclusions=OUT / "ecg/exclusions.parquet",
+    log:
+        OUT / "logs/ecg/collect.log",
+    benchmark:
+        OUT / "benchmarks/ecg/collect.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../../envs/signals.yaml"
+    script:
+        "../scripts/ecg_collect.py"
