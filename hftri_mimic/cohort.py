@@ -340,10 +340,10 @@ def check_attrition(steps: pl.DataFrame) -> None:
 
 __all__ = [
     "assemble_cohort",
-    "extend_attrition",
     "check_attrition",
     "ecg_admissions",
     "echo_admissions",
+    "extend_attrition",
     "followup",
     "hf_admissions",
     "index_admissions",

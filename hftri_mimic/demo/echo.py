@@ -48,6 +48,8 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DSfloat
 
+from hftri_mimic.echo import VIEWS  # the 11 EchoPrime view classes, in EchoPrime's order
+
 __all__ = [
     "VIEWS",
     "sector_region",
@@ -58,20 +60,6 @@ __all__ = [
     "write_us_still",
 ]
 
-VIEWS: tuple[str, ...] = (
-    "A2C",
-    "A3C",
-    "A4C",
-    "A5C",
-    "Apical_Doppler",
-    "Doppler_Parasternal_Long",
-    "Doppler_Parasternal_Short",
-    "Parasternal_Long",
-    "Parasternal_Short",
-    "SSN",
-    "Subcostal",
-)
-"""The 11 EchoPrime view classes, in EchoPrime's order."""
 
 # --------------------------------------------------------------------------- geometry
 

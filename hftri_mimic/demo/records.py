@@ -11,24 +11,13 @@ import numpy as np
 import polars as pl
 
 from hftri_mimic.demo.population import CARDIAC, DAY, HOUR, POST, PopulationChunk, pick, text
+from hftri_mimic.echo import VIEWS as ECHO_VIEWS
 
 MINUTE = np.timedelta64(60, "s")
-ECHO_VIEWS = (
-    "A2C",
-    "A3C",
-    "A4C",
-    "A5C",
-    "Apical_Doppler",
-    "Doppler_Parasternal_Long",
-    "Doppler_Parasternal_Short",
-    "Parasternal_Long",
-    "Parasternal_Short",
-    "SSN",
-    "Subcostal",
-)
 # Share of studies holding each view (A5C is missing for about 38% of patients in the paper).
 VIEW_PRESENCE = (0.95, 0.93, 0.97, 0.62, 0.9, 0.88, 0.85, 0.97, 0.95, 0.8, 0.9)
 
+ECG_DEFECTS = (("none", 0.97), ("flat_lead", 0.01), ("clipping", 0.01), ("noise", 0.01))
 ECG_RECORD_LIST_COLUMNS = ["subject_id", "study_id", "file_name", "ecg_time", "path"]
 MACHINE_MEASUREMENT_COLUMNS = (
     ["subject_id", "study_id", "cart_id", "ecg_time"]
@@ -115,6 +104,8 @@ def ecg_records(
             "_qrs_ms": np.clip(94 + 17 * observed, 70, 170),
             "_t_amp": np.clip(0.95 - 0.45 * observed, -0.9, 1.5),
             "_hr": np.clip(rng.normal(74, 11, k) + 4 * observed, 45, 130),
+            # Recording faults seen in real archives (lead off, saturation, electrode motion): ~3%.
+            "_defect": pick(rng, ECG_DEFECTS, k),
         }
     ).sort(["subject_id", "ecg_time"])
     return frame.with_columns(
