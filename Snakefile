@@ -16,6 +16,7 @@ include: "workflow/rules/source.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/ecg.smk"
+include: "workflow/rules/echo.smk"
 
 
 rule all:
@@ -24,4 +25,5 @@ rule all:
         OUT / "cohort/attrition.parquet",
         OUT / "hftri/attrition.parquet",
         ecg_outputs(),
+        echo_outputs(),
     default_target: True

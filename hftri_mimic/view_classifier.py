@@ -43,6 +43,8 @@ from torch import nn
 from torchvision.models import convnext
 from tqdm import tqdm
 
+from hftri_mimic.echo import VIEWS
+
 __all__ = [
     "VARIANTS",
     "VIEWS",
@@ -57,20 +59,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-VIEWS: tuple[str, ...] = (
-    "A2C",
-    "A3C",
-    "A4C",
-    "A5C",
-    "Apical_Doppler",
-    "Doppler_Parasternal_Long",
-    "Doppler_Parasternal_Short",
-    "Parasternal_Long",
-    "Parasternal_Short",
-    "SSN",
-    "Subcostal",
-)
-"""EchoPrime's 11 view classes, in the order of its classifier's outputs (``utils.COARSE_VIEWS``)."""
+# VIEWS: EchoPrime's 11 view classes, in the order of its classifier's outputs (``utils.COARSE_VIEWS``).
 
 # EchoPrime's per-channel statistics on the 0-255 scale, channels in B, G, R order (see the module docstring).
 ECHOPRIME_MEAN_BGR: tuple[float, float, float] = (29.110628, 28.076836, 29.096405)

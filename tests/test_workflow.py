@@ -69,9 +69,9 @@ def rerun_plan(demo_run, tmp_path, **overrides) -> set[str]:
     return planned_rules(snakemake(workdir, "-n", "--cores", "2", "all"))
 
 
-# After a cohort change the ECG shard plan (a checkpoint) reruns; a dry run cannot list the shard jobs,
-# which are only known once the new plan exists.
-ECG_RULES = ("ecg_shard_plan", "ecg_collect", "attrition")
+# After a cohort change the ECG and echo shard plans (checkpoints) rerun; a dry run cannot list the shard
+# jobs, which are only known once the new plans exist.
+ECG_RULES = ("ecg_shard_plan", "ecg_collect", "echo_shard_plan", "echo_collect", "attrition")
 
 
 def test_unchanged_config_plans_nothing(demo_run, tmp_path):
@@ -86,6 +86,7 @@ def test_unchanged_config_plans_nothing(demo_run, tmp_path):
         ({"labels__prevalent_lookback_days": 365}, {"prevalent_hf", "followup", "cohort", "attrition", "all"}),
         ({"labels__hf_codes": "charlson"}, {"hf_admissions", "prevalent_hf", "followup", "cohort", "attrition", "all"}),
         ({"ecg__quality_min": "Excellent"}, {"ecg_shard", "ecg_collect", "attrition", "all"}),
+        ({"echo__mask_min_std": 4.0}, {"view_classifier_demo", "echo_shard", "echo_collect", "attrition", "all"}),
         ({"cohort__min_age": 21}, {"index_admissions", "prevalent_hf", "followup", "cohort", *ECG_RULES, "all"}),
         (
             {"cohort__ecg_window": {"start_offset_hours": -6, "end_offset_hours": 0}},

@@ -82,8 +82,6 @@ def demo_params():
     return demo
 
 
-if not IS_DEMO:
-    check_real_source()
 
 
 def ecg_source_files(wildcards):
@@ -110,10 +108,59 @@ def attrition_stage_inputs(wildcards):
     inputs = {"attrition": OUT / "cohort/attrition.parquet"}
     if "ecg" in available_modalities():
         inputs["ecg_exclusions"] = OUT / "ecg/exclusions.parquet"
+    if "echo" in available_modalities():
+        inputs["echo_exclusions"] = OUT / "echo/exclusions.parquet"
     return inputs
+
+
+def echo_source_files(wildcards):
+    return [OUT / "source/echo/files"] if IS_DEMO else []
+
+
+def echo_settings():
+    """Per-cine processing values of the echo block (not the shard size or classifier training)."""
+    return {k: v for k, v in config["echo"].items() if k not in ("shard_size", "view_classifier")}
+
+
+def view_classifier_weights():
+    """EchoPrime's weights when configured, else the demo classifier the workflow trains."""
+    weights = config["echo"]["view_classifier"]["weights"]
+    return Path(weights) if weights else OUT / "echo/view_classifier.pt"
+
+
+def echo_shard_outputs(kind):
+    def inputs(wildcards):
+        plan = checkpoints.echo_shard_plan.get().output[0]
+        return [OUT / f"echo/shards/{k}.{kind}.parquet" for k in shard_ids(plan)]
+
+    return inputs
+
+
+def echo_outputs():
+    if "echo" not in available_modalities():
+        return []
+    outputs = [OUT / "echo/index.parquet", OUT / "echo/dicoms.parquet", OUT / "echo/exclusions.parquet"]
+    if not config["echo"]["view_classifier"]["weights"]:
+        outputs.append(OUT / "echo/view_classifier.json")
+    return outputs
+
+
+def check_echo_classifier():
+    """A real source needs EchoPrime's view classifier: only the demo has views to train one from."""
+    weights = config["echo"]["view_classifier"]["weights"]
+    if "echo" in available_modalities() and not IS_DEMO and not weights:
+        raise ValueError("config echo.view_classifier.weights: required for a real echo source "
+                         "(EchoPrime's view_classifier.pt or .ckpt)")
+    if weights and not Path(weights).is_file():
+        raise ValueError(f"config echo.view_classifier.weights: {weights} is not a file")
 
 
 def ecg_outputs():
     if "ecg" not in available_modalities():
         return []
     return [OUT / "ecg/index.parquet", OUT / "ecg/exclusions.parquet"]
+
+
+if not IS_DEMO:
+    check_real_source()
+check_echo_classifier()

@@ -1,9 +1,15 @@
 from hftri_mimic.cohort import extend_attrition
 from hftri_mimic.ecg import EXCLUSION_REASONS as ECG_REASONS
+from hftri_mimic.echo_stage import STUDY_EXCLUSION_REASONS as ECHO_REASONS
 from hftri_mimic.logs import to_file
 
 with to_file(snakemake.log[0]):
+    required = snakemake.params.required
     stages = []
-    if "ecg_exclusions" in snakemake.input.keys():  # noqa: SIM118 (`in` on a Namedlist tests values)
-        stages.append(("ECG", snakemake.input.ecg_exclusions, ECG_REASONS, "ecg" in snakemake.params.required))
+    # `in` on Snakemake's Namedlist tests values, so look the names up in keys()
+    names = snakemake.input.keys()
+    if "ecg_exclusions" in names:
+        stages.append(("ECG", snakemake.input.ecg_exclusions, ECG_REASONS, "ecg" in required))
+    if "echo_exclusions" in names:
+        stages.append(("Echo study", snakemake.input.echo_exclusions, ECHO_REASONS, "echo" in required))
     extend_attrition(snakemake.input.attrition, snakemake.output[0], stages)

@@ -1,0 +1,100 @@
+# Echo stage (SPEC §4.5): cohort echo studies -> view-classified clips, the best per view, in Zarr v3 shards.
+
+
+checkpoint echo_shard_plan:
+    input:
+        # The index admissions, not the labelled cohort: a label criterion never reruns the echo stage.
+        index=OUT / "cohort/index_admissions.parquet",
+        records=OUT / "parquet/echo_record_list.parquet",
+    output:
+        OUT / "echo/plan.parquet",
+    params:
+        shard_size=config["echo"]["shard_size"],
+    log:
+        OUT / "logs/echo/plan.log",
+    benchmark:
+        OUT / "benchmarks/echo/plan.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../../envs/signals.yaml"
+    script:
+        "../scripts/echo_plan.py"
+
+
+rule view_classifier_demo:
+    input:
+        echo_source_files,
+        truth=OUT / "source_truth",
+    output:
+        weights=OUT / "echo/view_classifier.pt",
+        metrics=OUT / "echo/view_classifier.json",
+    params:
+        echo_root=OUT / "source/echo",
+        settings=echo_settings(),
+        classifier=config["echo"]["view_classifier"],
+    log:
+        OUT / "logs/echo/view_classifier_demo.log",
+    benchmark:
+        OUT / "benchmarks/echo/view_classifier_demo.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/view_classifier_demo.py"
+
+
+rule echo_shard:
+    input:
+        echo_source_files,
+        plan=OUT / "echo/plan.parquet",
+        classifier=view_classifier_weights(),
+    output:
+        store=directory(OUT / "echo/shards/{shard}.zarr"),
+        index=OUT / "echo/shards/{shard}.index.parquet",
+        dicoms=OUT / "echo/shards/{shard}.dicoms.parquet",
+        exclusions=OUT / "echo/shards/{shard}.exclusions.parquet",
+    wildcard_constraints:
+        shard=r"\d+",
+    params:
+        echo_root=source_roots()["echo"],
+        settings=echo_settings(),
+        variant=config["echo"]["view_classifier"]["variant"],
+        zarr_relpath="echo/shards/{shard}.zarr",
+    log:
+        OUT / "logs/echo/shard_{shard}.log",
+    benchmark:
+        OUT / "benchmarks/echo/shard_{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/echo_shard.py"
+
+
+rule echo_collect:
+    input:
+        plan=OUT / "echo/plan.parquet",
+        indexes=echo_shard_outputs("index"),
+        dicoms=echo_shard_outputs("dicoms"),
+        exclusions=echo_shard_outputs("exclusions"),
+    output:
+        index=OUT / "echo/index.parquet",
+        dicoms=OUT / "echo/dicoms.parquet",
+        exclusions=OUT / "echo/exclusions.parquet",
+    log:
+        OUT / "logs/echo/collect.log",
+    benchmark:
+        OUT / "benchmarks/echo/collect.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../../envs/signals.yaml"
+    script:
+        "../scripts/echo_collect.py"
