@@ -17,6 +17,7 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/ecg.smk"
 include: "workflow/rules/echo.smk"
+include: "workflow/rules/dataset.smk"
 
 
 rule all:
@@ -26,4 +27,5 @@ rule all:
         OUT / "hftri/attrition.parquet",
         ecg_outputs(),
         echo_outputs(),
+        dataset_outputs(),
     default_target: True

@@ -51,11 +51,16 @@ def run_concept(con: duckdb.DuckDBPyConnection, name: str, **params) -> duckdb.D
 
 
 def copy_to_parquet(
-    con: duckdb.DuckDBPyConnection, select_sql: str, out: Path | str, params: dict | None = None
+    con: duckdb.DuckDBPyConnection, select_sql: str, out: Path | str, params: dict | None = None, sort: bool = True
 ) -> int:
-    """Write a query's result to a zstd Parquet file; return the number of rows written."""
+    """Write a query's result to a zstd Parquet file; return the number of rows written.
+
+    ``sort`` orders the rows by all columns, so that a rerun writes the same bytes whatever the thread
+    scheduling (callers whose query ends in a deterministic ORDER BY pass ``sort=False``).
+    """
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(str(out) + ".tmp")
-    con.execute(f"COPY ({select_sql}) TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)", params or {})
+    query = f"SELECT * FROM ({select_sql}) ORDER BY ALL" if sort else select_sql
+    con.execute(f"COPY ({query}) TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)", params or {})
     tmp.replace(out)  # atomic: a killed job never leaves a half-written output under the final name
     return con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(out))})").fetchone()[0]

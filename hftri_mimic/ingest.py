@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SourceTable:
     """A source file: where it lies under its root, its columns (name -> DuckDB type), the columns the
-    workflow needs (a missing one is an error before any row is read) and the sort order."""
+    workflow needs (a missing one is an error before any row is read) and the sort order (subject and
+    time, then a unique key, so that the Parquet file is the same bytes on every run)."""
 
     relpath: str
     columns: dict[str, str]
@@ -70,7 +71,7 @@ TABLES: dict[str, SourceTable] = {
             "hospital_expire_flag": "BIGINT",
         },
         ("subject_id", "hadm_id", "admittime", "dischtime", "race"),
-        ("subject_id", "admittime"),
+        ("subject_id", "admittime", "hadm_id"),
         HOSP_HINT,
     ),
     "diagnoses_icd": SourceTable(
@@ -114,7 +115,7 @@ TABLES: dict[str, SourceTable] = {
             "comments": "VARCHAR",
         },
         ("subject_id", "hadm_id", "itemid", "charttime", "storetime", "value", "valuenum", "valueuom"),
-        ("subject_id", "charttime"),
+        ("subject_id", "charttime", "labevent_id"),
         HOSP_HINT,
     ),
     "d_labitems": SourceTable(
@@ -134,7 +135,7 @@ TABLES: dict[str, SourceTable] = {
             "result_value": "VARCHAR",
         },
         ("subject_id", "chartdate", "result_name", "result_value"),
-        ("subject_id", "chartdate"),
+        ("subject_id", "chartdate", "result_name", "seq_num", "result_value"),
         HOSP_HINT,
     ),
     "prescriptions": SourceTable(
@@ -163,7 +164,7 @@ TABLES: dict[str, SourceTable] = {
             "route": "VARCHAR",
         },
         ("subject_id", "hadm_id", "starttime", "drug"),
-        ("subject_id", "starttime"),
+        ("subject_id", "starttime", "pharmacy_id"),
         HOSP_HINT,
     ),
     "ecg_record_list": SourceTable(
@@ -176,7 +177,7 @@ TABLES: dict[str, SourceTable] = {
             "path": "VARCHAR",
         },
         ("subject_id", "study_id", "ecg_time", "path"),
-        ("subject_id", "ecg_time"),
+        ("subject_id", "ecg_time", "study_id"),
         ECG_HINT,
     ),
     "echo_study_list": SourceTable(
@@ -190,7 +191,7 @@ TABLES: dict[str, SourceTable] = {
             "note_charttime": "TIMESTAMP",
         },
         ("subject_id", "study_id", "study_datetime"),
-        ("subject_id", "study_datetime"),
+        ("subject_id", "study_datetime", "study_id"),
         ECHO_HINT,
     ),
     "echo_record_list": SourceTable(
@@ -274,6 +275,6 @@ def ingest_table(
         f"timestampformat = '%Y-%m-%d %H:%M:%S', dateformat = '%Y-%m-%d', quote = '\"', escape = '\"') "
         f"ORDER BY {', '.join(table.order_by)}"
     )
-    rows = copy_to_parquet(con, select, out)
+    rows = copy_to_parquet(con, select, out, sort=False)
     log.info("ingest %s: %d rows in %.1f s", name, rows, time.perf_counter() - t0)
     return rows

@@ -91,3 +91,21 @@ def demo_run(tmp_path_factory) -> Path:
     write_config(workdir, demo=SMALL_DEMO)
     snakemake(workdir, "--cores", "2", "all")
     return workdir
+
+
+@pytest.fixture(scope="session")
+def mimic_run(tmp_path_factory) -> Path:
+    """The workflow on the real MIMIC-IV demo hosp tables only (labs required, no ECG/echo roots)."""
+    workdir = tmp_path_factory.mktemp("mimic_run")
+    write_config(
+        workdir,
+        source={
+            "kind": "mimic",
+            "hosp_root": str(require_shared(MIMIC_DEMO_HOSP)),
+            "ecg_root": None,
+            "echo_root": None,
+        },
+        cohort={"require_modalities": ["labs"]},
+    )
+    snakemake(workdir, "--cores", "2", "all")
+    return workdir

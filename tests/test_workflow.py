@@ -64,14 +64,20 @@ def rerun_plan(demo_run, tmp_path, **overrides) -> set[str]:
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
-        config[section][key] = value
+        if isinstance(value, dict) and isinstance(config[section][key], dict):
+            config[section][key] = {**config[section][key], **value}
+        else:
+            config[section][key] = value
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return planned_rules(snakemake(workdir, "-n", "--cores", "2", "all"))
 
 
 # After a cohort change the ECG and echo shard plans (checkpoints) rerun; a dry run cannot list the shard
 # jobs, which are only known once the new plans exist.
-ECG_RULES = ("ecg_shard_plan", "ecg_collect", "echo_shard_plan", "echo_collect", "attrition")
+SIGNALS = {"ecg_shard_plan", "ecg_collect", "echo_shard_plan", "echo_collect"}
+FINAL = {"attrition", "manifest", "splits", "datasheet", "all"}  # what any cohort or label change reaches
+LABELS = {"followup", "cohort"}
+EHR = {"lab_values", "omr_measures", "history_groups", "drug_classes", "lab_text", "demo_tokenizer", "text_tokens"}
 
 
 def test_unchanged_config_plans_nothing(demo_run, tmp_path):
@@ -81,16 +87,21 @@ def test_unchanged_config_plans_nothing(demo_run, tmp_path):
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"labels__followup_min_days": 60}, {"followup", "cohort", "attrition", "all"}),
-        ({"labels__censor_at_death": True}, {"followup", "cohort", "attrition", "all"}),
-        ({"labels__prevalent_lookback_days": 365}, {"prevalent_hf", "followup", "cohort", "attrition", "all"}),
-        ({"labels__hf_codes": "charlson"}, {"hf_admissions", "prevalent_hf", "followup", "cohort", "attrition", "all"}),
-        ({"ecg__quality_min": "Excellent"}, {"ecg_shard", "ecg_collect", "attrition", "all"}),
-        ({"echo__mask_min_std": 4.0}, {"view_classifier_demo", "echo_shard", "echo_collect", "attrition", "all"}),
-        ({"cohort__min_age": 21}, {"index_admissions", "prevalent_hf", "followup", "cohort", *ECG_RULES, "all"}),
+        ({"labels__followup_min_days": 60}, LABELS | FINAL),
+        ({"labels__censor_at_death": True}, LABELS | FINAL),
+        ({"labels__prevalent_lookback_days": 365}, {"prevalent_hf"} | LABELS | FINAL),
+        ({"labels__hf_codes": "charlson"}, {"hf_admissions", "prevalent_hf"} | LABELS | FINAL),
+        ({"ecg__quality_min": "Excellent"}, {"ecg_shard", "ecg_collect"} | FINAL),
+        ({"echo__mask_min_std": 4.0}, {"view_classifier_demo", "echo_shard", "echo_collect"} | FINAL),
+        (
+            {"dataset__drugs_before_admission": True},
+            {"drug_classes", "lab_text", "demo_tokenizer", "text_tokens", "datasheet", "all"},
+        ),
+        ({"dataset__splits": {"seed": 1}}, {"splits", "datasheet", "all"}),
+        ({"cohort__min_age": 21}, {"index_admissions", "prevalent_hf"} | LABELS | SIGNALS | EHR | FINAL),
         (
             {"cohort__ecg_window": {"start_offset_hours": -6, "end_offset_hours": 0}},
-            {"ecg_admissions", "index_admissions", "prevalent_hf", "followup", "cohort", *ECG_RULES, "all"},
+            {"ecg_admissions", "index_admissions", "prevalent_hf"} | LABELS | SIGNALS | EHR | FINAL,
         ),
     ],
 )
@@ -176,14 +187,9 @@ def independent_prevalent_hf(hosp, lab_itemids, codes) -> pl.DataFrame:
     return flagged.sort("subject_id")
 
 
-def test_real_mimic_demo_hosp_only_prevalent_hf_matches_independent_computation(tmp_path):
+def test_real_mimic_demo_hosp_only_prevalent_hf_matches_independent_computation(mimic_run):
     hosp = require_shared(MIMIC_DEMO_HOSP)
-    write_config(
-        tmp_path,
-        source={"kind": "mimic", "hosp_root": str(hosp), "ecg_root": None, "echo_root": None},
-        cohort={"require_modalities": ["labs"]},
-    )
-    snakemake(tmp_path, "--cores", "2", "all")
+    tmp_path = mimic_run
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     expected = independent_prevalent_hf(
         hosp, config["cohort"]["lab_itemids"], config["labels"]["hf_code_lists"]["strict"]

@@ -161,6 +161,34 @@ def ecg_outputs():
     return [OUT / "ecg/index.parquet", OUT / "ecg/exclusions.parquet"]
 
 
+def tokenizer_folder():
+    """The configured BERT tokenizer folder, else the demo vocabulary the workflow builds."""
+    folder = config["dataset"]["text"]["tokenizer"]
+    return Path(folder) if folder else OUT / "text/tokenizer"
+
+
+def manifest_inputs(wildcards):
+    inputs = {"cohort": OUT / "cohort/cohort.parquet", "lab_values": OUT / "dataset/lab_values.parquet"}
+    if "ecg" in available_modalities():
+        inputs["ecg_index"] = OUT / "ecg/index.parquet"
+    if "echo" in available_modalities():
+        inputs["echo_index"] = OUT / "echo/index.parquet"
+    return inputs
+
+
+def datasheet_inputs(wildcards):
+    inputs = {name: OUT / f"hftri/{name}.parquet" for name in ("manifest", "labs", "text", "attrition", "splits")}
+    if "echo" in available_modalities():
+        inputs["echo_dicoms"] = OUT / "echo/dicoms.parquet"
+    return inputs
+
+
+def dataset_outputs():
+    return [OUT / f"hftri/{name}.parquet" for name in ("manifest", "labs", "text", "splits", "attrition")] + [
+        OUT / "hftri/DATASHEET.md"
+    ]
+
+
 if not IS_DEMO:
     check_real_source()
 check_echo_classifier()

@@ -1,0 +1,221 @@
+# Dataset assembly (SPEC §4.6): EHR features, lab text, manifest, splits, datasheet -> results/hftri/.
+
+
+rule lab_values:
+    input:
+        index=OUT / "cohort/index_admissions.parquet",
+        labevents=OUT / "parquet/labevents.parquet",
+        d_labitems=OUT / "parquet/d_labitems.parquet",
+    output:
+        OUT / "dataset/lab_values.parquet",
+    params:
+        lab_itemids=config["cohort"]["lab_itemids"],
+        reference=config["dataset"]["reference_time"],
+        storetime_before_reference=config["dataset"]["lab_storetime_before_reference"],
+    log:
+        OUT / "logs/dataset/lab_values.log",
+    benchmark:
+        OUT / "benchmarks/dataset/lab_values.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/lab_values.py"
+
+
+rule omr_measures:
+    input:
+        index=OUT / "cohort/index_admissions.parquet",
+        omr=OUT / "parquet/omr.parquet",
+    output:
+        OUT / "dataset/omr_measures.parquet",
+    log:
+        OUT / "logs/dataset/omr_measures.log",
+    benchmark:
+        OUT / "benchmarks/dataset/omr_measures.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/omr_measures.py"
+
+
+rule history_groups:
+    input:
+        index=OUT / "cohort/index_admissions.parquet",
+        admissions=OUT / "parquet/admissions.parquet",
+        diagnoses=OUT / "parquet/diagnoses_icd.parquet",
+    output:
+        OUT / "dataset/history.parquet",
+    params:
+        groups=config["dataset"]["history_groups"],
+        include_index_admission=config["dataset"]["history_include_index_admission"],
+    log:
+        OUT / "logs/dataset/history_groups.log",
+    benchmark:
+        OUT / "benchmarks/dataset/history_groups.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/history_groups.py"
+
+
+rule drug_classes:
+    input:
+        index=OUT / "cohort/index_admissions.parquet",
+        prescriptions=OUT / "parquet/prescriptions.parquet",
+    output:
+        OUT / "dataset/drugs.parquet",
+    params:
+        classes=config["dataset"]["drug_classes"],
+        reference=config["dataset"]["reference_time"],
+        before_admission=config["dataset"]["drugs_before_admission"],
+    log:
+        OUT / "logs/dataset/drug_classes.log",
+    benchmark:
+        OUT / "benchmarks/dataset/drug_classes.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/drug_classes.py"
+
+
+rule manifest:
+    input:
+        unpack(manifest_inputs),
+    output:
+        OUT / "hftri/manifest.parquet",
+    params:
+        required=required_modalities(),
+    log:
+        OUT / "logs/dataset/manifest.log",
+    benchmark:
+        OUT / "benchmarks/dataset/manifest.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/manifest.py"
+
+
+rule lab_text:
+    input:
+        # Every index patient (the manifest decides who stays): a label criterion never reruns the text.
+        patients=OUT / "cohort/index_admissions.parquet",
+        lab_values=OUT / "dataset/lab_values.parquet",
+        measures=OUT / "dataset/omr_measures.parquet",
+        history=OUT / "dataset/history.parquet",
+        drugs=OUT / "dataset/drugs.parquet",
+    output:
+        labs=OUT / "hftri/labs.parquet",
+        texts=OUT / "dataset/text_raw.parquet",
+    params:
+        lab_itemids=config["cohort"]["lab_itemids"],
+        history_order=list(config["dataset"]["history_groups"]),
+        drug_order=list(config["dataset"]["drug_classes"]),
+    log:
+        OUT / "logs/dataset/lab_text.log",
+    benchmark:
+        OUT / "benchmarks/dataset/lab_text.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/lab_text.py"
+
+
+rule demo_tokenizer:
+    input:
+        OUT / "dataset/text_raw.parquet",
+    output:
+        OUT / "text/tokenizer/vocab.txt",
+    params:
+        vocab_size=config["dataset"]["text"]["demo_vocab_size"],
+        lowercase=config["dataset"]["text"]["lowercase"],
+    log:
+        OUT / "logs/dataset/demo_tokenizer.log",
+    benchmark:
+        OUT / "benchmarks/dataset/demo_tokenizer.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/demo_tokenizer.py"
+
+
+rule text_tokens:
+    input:
+        texts=OUT / "dataset/text_raw.parquet",
+        vocab=tokenizer_folder() / "vocab.txt",
+    output:
+        OUT / "hftri/text.parquet",
+    params:
+        lowercase=config["dataset"]["text"]["lowercase"],
+        max_tokens=config["dataset"]["text"]["max_tokens"],
+        on_overflow=config["dataset"]["text"]["on_overflow"],
+    log:
+        OUT / "logs/dataset/text_tokens.log",
+    benchmark:
+        OUT / "benchmarks/dataset/text_tokens.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/text_tokens.py"
+
+
+rule splits:
+    input:
+        OUT / "hftri/manifest.parquet",
+    output:
+        OUT / "hftri/splits.parquet",
+    params:
+        splits=config["dataset"]["splits"],
+    log:
+        OUT / "logs/dataset/splits.log",
+    benchmark:
+        OUT / "benchmarks/dataset/splits.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/splits.py"
+
+
+rule datasheet:
+    input:
+        unpack(datasheet_inputs),
+    output:
+        sheet=OUT / "hftri/DATASHEET.md",
+        figures=directory(OUT / "hftri/figures"),
+    log:
+        OUT / "logs/dataset/datasheet.log",
+    benchmark:
+        OUT / "benchmarks/dataset/datasheet.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/datasheet.py"
