@@ -266,7 +266,8 @@ class STMEMInputTransform:
     Input:  x (B, C, T) float, T >= crop_len (stored records: 12 x 2500 at 250 Hz, band-passed).
     Output: (B, K, C, crop_len) float32, K = 1 in training (one uniformly random start in [0, T - crop_len] per
             record, drawn from ``generator``) and K = ``eval_crops`` in evaluation (evenly spaced starts
-            0, (T - L) // (K - 1), ...: 0, 125, 250 for 2500 -> 2250; K = 1 gives the centre crop).
+            0, (T - L) // (K - 1), ...: 0, 125, 250 for 2500 -> 2250; K = 1 gives the centre crop; a record of
+            exactly crop_len samples gives one crop).
     Each crop is standardised on its own: one mean and one population std over all leads and time
     ((x - mean) / std); a crop whose std is <= ``eps`` (a flat record) becomes all zeros, as ST-MEM's
     ``Standardize`` returns 0 where std = 0.  Cropping happens before standardisation, as in ST-MEM.
@@ -283,6 +284,8 @@ class STMEMInputTransform:
         """Evenly spaced crop starts for a record of ``length`` samples (evaluation)."""
         self._check_length(length)
         spare = length - self.crop_len
+        if spare == 0:
+            return [0]  # a record of exactly crop_len samples: one crop, not K copies of it
         if self.eval_crops == 1:
             return [spare // 2]
         step = spare // (self.eval_crops - 1)
