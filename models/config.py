@@ -63,9 +63,9 @@ class TGMMConfig:
     # C_h: the human-defined task texts (§4.2.3). Written for a cased or uncased clinical BERT vocab.
     prompts: dict[str, str] = field(
         default_factory=lambda: {
-            "diagnosis": "does the patient have heart failure at this admission ?",
-            "prognosis": "what is the risk that the patient develops heart failure in the future ?",
-            "retrieval": "describe the cardiac condition of the patient .",
+            "diagnosis": "does the patient have heart failure at this admission?",
+            "prognosis": "what is the risk that the patient develops heart failure in the future?",
+            "retrieval": "describe the cardiac condition of the patient.",
         }
     )
 
