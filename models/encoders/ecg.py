@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from models.encoders.freezing import PartiallyFrozen, unfrozen_count
+
 __all__ = [
     "ST_MEM_LEADS",
     "STMEMConfig",
@@ -383,7 +385,7 @@ def check_state_dict(
 # --------------------------------------------------------------------------- the MARL encoder
 
 
-class STMEMEncoder(nn.Module):
+class STMEMEncoder(PartiallyFrozen):
     """ECG encoder of MARL (paper §4.2.1): Z_s = W · ST-MEM(Θ_s) + b.
 
     Input:  x (B, 12, T) float ECG at 250 Hz in ST-MEM lead order, T >= 2250 (stored records: T = 2500).
@@ -400,7 +402,6 @@ class STMEMEncoder(nn.Module):
         self.vit = STMEMViT(config)
         self.proj = nn.Linear(config.width, config.proj_dim)
         self.transform = STMEMInputTransform(config.seq_len, config.eval_crops, config.eps)
-        self._frozen: list[nn.Module] = []
         if config.checkpoint is not None:
             self.load_st_mem(config.checkpoint)
         self.set_unfreeze(config.unfreeze_layers)
@@ -429,29 +430,13 @@ class STMEMEncoder(nn.Module):
 
     def set_unfreeze(self, unfreeze_layers: int) -> None:
         """Train the last ``unfreeze_layers`` blocks + final norm + projection; 0: projection only; -1: all."""
-        if unfreeze_layers < -1:
-            raise ValueError(f"unfreeze_layers must be >= -1, got {unfreeze_layers}")
         blocks = self.vit.blocks
-        n = len(blocks) if unfreeze_layers == -1 else min(unfreeze_layers, len(blocks))
+        n = unfrozen_count(unfreeze_layers, len(blocks))
         if unfreeze_layers == -1:
-            trainable: list[nn.Module] = [self]
-            self._frozen = []
+            self.apply_freezing([self], [])
         else:
             trainable = [self.proj, *blocks[len(blocks) - n :]] + ([self.vit.norm] if n > 0 else [])
-            # Frozen parts stay in eval mode (no dropout / stochastic depth in a fixed feature extractor).
-            self._frozen = [self.vit.to_patch_embedding, self.vit.dropout, *blocks[: len(blocks) - n]]
-        for p in self.parameters():
-            p.requires_grad_(False)
-        for module in trainable:
-            for p in module.parameters():
-                p.requires_grad_(True)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> STMEMEncoder:
-        super().train(mode)
-        for module in self._frozen:
-            module.eval()
-        return self
+            self.apply_freezing(trainable, [self.vit.to_patch_embedding, self.vit.dropout, *blocks[: len(blocks) - n]])
 
     # -- forward
 

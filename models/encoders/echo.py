@@ -38,6 +38,7 @@ from torchvision.models.video import mvit_v2_s
 from torchvision.models.video.mvit import MSBlockConfig, MViT
 
 from models.encoders.ecg import check_state_dict, read_checkpoint
+from models.encoders.freezing import PartiallyFrozen, unfrozen_count
 
 __all__ = [
     "ECHOPRIME_MEAN_BGR",
@@ -189,7 +190,7 @@ class EchoEncoding(NamedTuple):
     present: torch.Tensor
 
 
-class EchoPrimeEncoder(nn.Module):
+class EchoPrimeEncoder(PartiallyFrozen):
     """Echo encoder of MARL (paper §4.2.1): Z_m = W · mean_{v present} EchoPrime(clip_v) + b.
 
     Input:  clips (B, V, F, H, W, 3) uint8 RGB (or float on the 0-255 scale), V = 11 views, F = ``frames``,
@@ -208,7 +209,6 @@ class EchoPrimeEncoder(nn.Module):
         self.register_buffer("channel_index", torch.tensor(order), persistent=False)
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1, 1), persistent=False)
-        self._frozen: list[nn.Module] = []
         if config.checkpoint is not None:
             self.load_echoprime(config.checkpoint)
         self.set_unfreeze(config.unfreeze_layers)
@@ -232,32 +232,15 @@ class EchoPrimeEncoder(nn.Module):
 
     def set_unfreeze(self, unfreeze_layers: int) -> None:
         """Train the last ``unfreeze_layers`` MViT blocks + norm + head + projection; 0: projection only; -1: all."""
-        if unfreeze_layers < -1:
-            raise ValueError(f"unfreeze_layers must be >= -1, got {unfreeze_layers}")
         blocks = list(self.video.blocks)
-        n = len(blocks) if unfreeze_layers == -1 else min(unfreeze_layers, len(blocks))
+        n = unfrozen_count(unfreeze_layers, len(blocks))
         if unfreeze_layers == -1:
-            trainable: list[nn.Module] = [self]
-            self._frozen = []
+            self.apply_freezing([self], [])
         else:
-            tail = [self.video.norm, self.video.head] if n > 0 else []
-            trainable = [self.proj, *blocks[len(blocks) - n :], *tail]
-            # Frozen parts stay in eval mode (no dropout / stochastic depth in a fixed feature extractor).
-            self._frozen = [self.video.conv_proj, self.video.pos_encoding, *blocks[: len(blocks) - n]]
-            if n == 0:
-                self._frozen += [self.video.norm, self.video.head]
-        for p in self.parameters():
-            p.requires_grad_(False)
-        for module in trainable:
-            for p in module.parameters():
-                p.requires_grad_(True)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> EchoPrimeEncoder:
-        super().train(mode)
-        for module in self._frozen:
-            module.eval()
-        return self
+            tail = [self.video.norm, self.video.head]
+            frozen = [self.video.conv_proj, self.video.pos_encoding, *blocks[: len(blocks) - n]]
+            trainable = [self.proj, *blocks[len(blocks) - n :]]
+            self.apply_freezing(trainable + tail if n > 0 else trainable, frozen if n > 0 else frozen + tail)
 
     # -- forward
 

@@ -36,6 +36,8 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizer
 
+from models.encoders.freezing import PartiallyFrozen, unfrozen_count
+
 __all__ = [
     "SPECIAL_TOKENS",
     "TextEncoder",
@@ -203,7 +205,7 @@ def build_demo_vocab(
 # --------------------------------------------------------------------------- the encoder
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(PartiallyFrozen):
     """Lab-text encoder of MARL (paper §4.2.1): Z_t = W · BERT(Θ_t) + b.
 
     Input:  input_ids (B, L) long, attention_mask (B, L) (1 = token, 0 = padding), from :meth:`encode_texts`.
@@ -237,7 +239,6 @@ class TextEncoder(nn.Module):
         self.pooling = pooling
         self.max_length = min(max_length, bert.config.max_position_embeddings)
         self.proj = nn.Linear(bert.config.hidden_size, proj_dim)
-        self._frozen: list[nn.Module] = []
         self.set_unfreeze(unfreeze_layers)
 
     # -- construction
@@ -369,29 +370,14 @@ class TextEncoder(nn.Module):
 
     def set_unfreeze(self, unfreeze_layers: int) -> None:
         """Train the last ``unfreeze_layers`` BERT layers + the projection; 0: projection only; -1: everything."""
-        if unfreeze_layers < -1:
-            raise ValueError(f"unfreeze_layers must be >= -1, got {unfreeze_layers}")
         layers = self.layers
-        n = len(layers) if unfreeze_layers == -1 else min(unfreeze_layers, len(layers))
+        n = unfrozen_count(unfreeze_layers, len(layers))
         if unfreeze_layers == -1:
-            trainable: list[nn.Module] = [self]
-            self._frozen = []
+            self.apply_freezing([self], [])
         else:
-            trainable = [self.proj, *layers[len(layers) - n :]]
-            # Frozen parts stay in eval mode (no dropout in a fixed feature extractor).
-            self._frozen = [self.bert.embeddings, *layers[: len(layers) - n]]
-        for p in self.parameters():
-            p.requires_grad_(False)
-        for module in trainable:
-            for p in module.parameters():
-                p.requires_grad_(True)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> TextEncoder:
-        super().train(mode)
-        for module in self._frozen:
-            module.eval()
-        return self
+            self.apply_freezing(
+                [self.proj, *layers[len(layers) - n :]], [self.bert.embeddings, *layers[: len(layers) - n]]
+            )
 
     # -- tokenisation
 
