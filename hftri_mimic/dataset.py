@@ -13,23 +13,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import polars as pl
 
+from hftri_mimic.cohort import COHORT_COLUMNS
 from hftri_mimic.echo import VIEWS
 from hftri_mimic.storage import write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = [
-    "subject_id",
-    "hadm_id",
-    "admittime",
-    "dischtime",
-    "age",
-    "gender",
-    "race",
-    "prevalent_hf",
-    "has_followup",
-    "incident_hf",
-    "followup_days",
+    *COHORT_COLUMNS[:11],  # ids, times, demographics, labels
     "has_lab",
     "has_ecg",
     "has_echo",
