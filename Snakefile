@@ -18,6 +18,7 @@ include: "workflow/rules/cohort.smk"
 include: "workflow/rules/ecg.smk"
 include: "workflow/rules/echo.smk"
 include: "workflow/rules/dataset.smk"
+include: "workflow/rules/download.smk"
 
 
 rule all:

@@ -1,0 +1,425 @@
+"""PhysioNet download (hftri_mimic.download): against a local basic-auth HTTP server on 127.0.0.1 that
+serves a small PhysioNet-style tree (real MIMIC-IV demo files + SHA256SUMS.txt) and honours Range."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import shutil
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import yaml
+from conftest import planned_rules, snakemake, write_config
+
+from hftri_mimic.download import (
+    ChecksumError,
+    CredentialsError,
+    DownloadError,
+    download_project,
+    mirror_dir,
+    parse_sha256sums,
+    physionet_credentials,
+    select_files,
+)
+
+SHARED_DEMO = Path(__file__).resolve().parents[2] / "shared/data/mimic-iv-demo-2.2"
+USER = "alice"
+PASSWORD = "pw-9f2c-Zq81-never-leaks"
+PREFIX = "/files/demo/2.2/"
+CHUNK = 1024  # client read size in these tests: an interruption after k * CHUNK bytes leaves exactly that
+
+# A small tree with the PhysioNet layouts: two real hosp tables, an ECG record, a DICOM-named file.
+TREE_FILES = {
+    "hosp/patients.csv.gz": None,  # copied from the real MIMIC-IV demo
+    "hosp/admissions.csv.gz": None,
+    "files/p1000/p10000032/s40689238/40689238.dat": bytes(range(256)) * 40,
+    "files/p1000/p10000032/s40689238/40689238.hea": b"40689238 12 500 5000\n",
+    "files/p10/p10002221/s94106955/94106955_0001.dcm": b"DICM" * 3000,
+    "README.txt": b"demo tree\n",
+}
+
+
+class TreeServer(ThreadingHTTPServer):
+    """Serves ``root`` under PREFIX with basic auth; records every request's path and Range header."""
+
+    daemon_threads = True
+
+    def __init__(self, root: Path):
+        super().__init__(("127.0.0.1", 0), TreeHandler)
+        self.root = root
+        self.auth = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        self.lock = threading.Lock()
+        self.seen: list[tuple[str, str | None]] = []
+        self.drop_once: dict[str, int] = {}  # rel -> body bytes sent before the connection drops (first GET)
+        self.always_drop: set[str] = set()
+        self.ignore_range = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{PREFIX}"
+
+    def requests_for(self, rel: str) -> list[str | None]:
+        with self.lock:
+            return [rng for path, rng in self.seen if path == rel]
+
+
+class TreeHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def _empty(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self):
+        srv: TreeServer = self.server
+        rel = unquote(urlsplit(self.path).path).removeprefix(PREFIX)
+        rng = self.headers.get("Range")
+        with srv.lock:
+            srv.seen.append((rel, rng))
+        if self.headers.get("Authorization") != srv.auth:
+            return self._empty(401, {"WWW-Authenticate": 'Basic realm="PhysioNet"'})
+        path = srv.root / rel
+        if not path.is_file():
+            return self._empty(404)
+        data = path.read_bytes()
+        start = 0
+        match = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        if match and not srv.ignore_range:
+            start = int(match.group(1))
+            if start >= len(data):
+                return self._empty(416, {"Content-Range": f"bytes */{len(data)}"})
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        with srv.lock:
+            drop = 0 if rel in srv.always_drop else srv.drop_once.pop(rel, None)
+        if drop is None:
+            self.wfile.write(body)
+            return
+        self.wfile.write(body[:drop])
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def write_tree(root: Path) -> dict[str, str]:
+    """The served tree and its SHA256SUMS.txt in PhysioNet's format; returns {path: sha256}."""
+    sums = {}
+    for rel, content in TREE_FILES.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            shutil.copyfile(SHARED_DEMO / rel, path)
+        else:
+            path.write_bytes(content)
+        sums[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (root / "SHA256SUMS.txt").write_text("".join(f"{digest} {rel}\n" for rel, digest in sums.items()))
+    return sums
+
+
+@pytest.fixture(autouse=True)
+def isolated_credentials(tmp_path, monkeypatch):
+    """Never read the real ~/.netrc; every test says where its credentials come from."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("NETRC", "PHYSIONET_USERNAME", "PHYSIONET_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    return home
+
+
+@pytest.fixture
+def env_credentials(monkeypatch):
+    monkeypatch.setenv("PHYSIONET_USERNAME", USER)
+    monkeypatch.setenv("PHYSIONET_PASSWORD", PASSWORD)
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "served"
+    sums = write_tree(root)
+    srv = TreeServer(root)
+    srv.sums = sums
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def fetch(server, dest, **kwargs):
+    options = {"retries": 3, "backoff_s": 0, "timeout_s": 10, "chunk_size": CHUNK} | kwargs
+    return download_project(server.url, dest, **options)
+
+
+def tree_holds(dest: Path, needle: bytes) -> list[Path]:
+    return [p for p in dest.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_happy_path_mirrors_the_tree_verified_and_never_writes_the_password(
+    server, tmp_path, env_credentials, capfd, caplog
+):
+    dest, manifest, log_file = tmp_path / "mirror", tmp_path / "demo.download.json", tmp_path / "download.log"
+    from hftri_mimic.logs import to_file
+
+    with to_file(log_file):
+        summary = fetch(server, dest, manifest=manifest, workers=3)
+    for rel, digest in server.sums.items():
+        assert (dest / rel).is_file(), f"{rel} missing: the relative layout must be kept"
+        assert hashlib.sha256((dest / rel).read_bytes()).hexdigest() == digest
+    assert (dest / "SHA256SUMS.txt").is_file(), "the checksum list is kept beside the files"
+    assert not list(dest.rglob("*.part"))
+    assert summary.downloaded == len(TREE_FILES) and summary.already_present == 0
+    record = json.loads(manifest.read_text())
+    assert record["n_files"] == len(TREE_FILES) and record["checksums_verified"] is True
+    assert record["files"]["hosp/patients.csv.gz"]["sha256"] == server.sums["hosp/patients.csv.gz"]
+    assert record["bytes"] == sum(len((dest / rel).read_bytes()) for rel in TREE_FILES)
+    assert "files selected" in log_file.read_text(), "the one-line summary goes to the log"
+    out, err = capfd.readouterr()
+    secret = PASSWORD.encode()
+    for where, text in [("manifest", manifest.read_text()), ("log", log_file.read_text()), ("stdout", out),
+                        ("stderr", err), ("logging", caplog.text)]:  # fmt: skip
+        assert PASSWORD not in text, f"the password leaked into the {where}"
+    assert not tree_holds(dest, secret), "the password leaked into the downloaded tree"
+
+    # A rerun verifies what is there (by checksum) and downloads nothing.
+    again = fetch(server, dest, manifest=manifest)
+    assert again.downloaded == 0 and again.already_present == len(TREE_FILES)
+    assert all(rng is None for _, rng in server.seen)
+
+
+def test_a_locally_damaged_file_is_detected_and_fetched_again(server, tmp_path, env_credentials):
+    dest = tmp_path / "mirror"
+    fetch(server, dest)
+    damaged = dest / "README.txt"
+    damaged.write_bytes(b"demo tree\r\n")  # same size would not matter either: checksums, not sizes
+    summary = fetch(server, dest)
+    assert summary.downloaded == 1 and damaged.read_bytes() == TREE_FILES["README.txt"]
+
+
+def test_wrong_password_is_a_clear_error_without_the_password(server, tmp_path, monkeypatch):
+    wrong = "wrong-pw-7Hq2-also-secret"
+    monkeypatch.setenv("PHYSIONET_USERNAME", USER)
+    monkeypatch.setenv("PHYSIONET_PASSWORD", wrong)
+    with pytest.raises(CredentialsError) as info:
+        fetch(server, tmp_path / "mirror")
+    message = str(info.value)
+    assert "PhysioNet refused the credentials for 127.0.0.1" in message
+    assert "~/.netrc" in message and "PHYSIONET_USERNAME / PHYSIONET_PASSWORD" in message
+    assert wrong not in message and wrong not in repr(info.value)
+    assert info.value.__cause__ is None
+    assert len(server.requests_for("SHA256SUMS.txt")) == 1, "a refusal is not retried"
+
+
+def test_no_credentials_anywhere_is_a_clear_error_before_any_request(server, tmp_path):
+    with pytest.raises(CredentialsError, match=re.escape("no PhysioNet credentials for 127.0.0.1")):
+        fetch(server, tmp_path / "mirror")
+    assert server.seen == []
+
+
+def test_credentials_in_the_url_are_refused_without_echoing_them(tmp_path, env_credentials):
+    with pytest.raises(CredentialsError) as info:
+        download_project("https://bob:hunter2@physionet.org/files/mimiciv/3.1/", tmp_path)
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(CredentialsError, match="plain http"):
+        download_project("http://physionet.org/files/mimiciv/3.1/", tmp_path)
+
+
+def test_interrupted_transfer_resumes_with_a_range_request(server, tmp_path, env_credentials):
+    rel = "files/p1000/p10000032/s40689238/40689238.dat"
+    cut = 4 * CHUNK
+    server.drop_once[rel] = cut
+    dest = tmp_path / "mirror"
+    with pytest.raises(DownloadError, match=re.escape(rel)):
+        fetch(server, dest, retries=1)  # a run killed mid-transfer
+    part = dest / (rel + ".part")
+    assert part.stat().st_size == cut, "the bytes received before the drop are kept in .part"
+    assert not (dest / rel).exists(), "an unverified file never gets its real name"
+
+    summary = fetch(server, dest, retries=1)
+    assert server.requests_for(rel) == [None, f"bytes={cut}-"], "the rerun must continue, not restart"
+    assert hashlib.sha256((dest / rel).read_bytes()).hexdigest() == server.sums[rel]
+    assert not part.exists()
+    assert summary.already_present >= 2 and summary.already_present + summary.downloaded == len(TREE_FILES)
+
+
+def test_a_drop_within_one_run_is_retried_as_a_resume(server, tmp_path, env_credentials):
+    rel = "hosp/admissions.csv.gz"
+    server.drop_once[rel] = 2 * CHUNK
+    fetch(server, tmp_path / "mirror", retries=2)
+    assert server.requests_for(rel) == [None, f"bytes={2 * CHUNK}-"]
+    assert hashlib.sha256((tmp_path / "mirror" / rel).read_bytes()).hexdigest() == server.sums[rel]
+
+
+def test_a_server_that_ignores_range_restarts_from_zero(server, tmp_path, env_credentials):
+    rel = "files/p1000/p10000032/s40689238/40689238.dat"
+    server.drop_once[rel] = 3 * CHUNK
+    server.ignore_range = True  # answers 200 with the whole file to the resume request
+    fetch(server, tmp_path / "mirror", retries=2)
+    assert server.requests_for(rel) == [None, f"bytes={3 * CHUNK}-"]
+    assert hashlib.sha256((tmp_path / "mirror" / rel).read_bytes()).hexdigest() == server.sums[rel]
+
+
+def test_corrupted_file_fails_its_checksum_by_name_and_leaves_no_file(server, tmp_path, env_credentials):
+    rel = "files/p10/p10002221/s94106955/94106955_0001.dcm"
+    (server.root / rel).write_bytes(b"DICM" * 2999 + b"BAD!")  # served bytes no longer match SHA256SUMS
+    dest, manifest = tmp_path / "mirror", tmp_path / "demo.download.json"
+    with pytest.raises(ChecksumError, match=re.escape(rel)) as info:
+        fetch(server, dest, manifest=manifest)
+    assert server.sums[rel] in str(info.value), "the error names the expected checksum"
+    assert not (dest / rel).exists() and not (dest / (rel + ".part")).exists(), "no file under the real name"
+    assert (dest / "hosp/patients.csv.gz").is_file(), "the other files are still mirrored"
+    assert not manifest.exists(), "no manifest for an incomplete mirror"
+    assert len(server.requests_for(rel)) == 1, "a full download that mismatches is not retried"
+
+
+def test_netrc_credentials_work(server, tmp_path, isolated_credentials):
+    netrc = isolated_credentials / ".netrc"
+    netrc.write_text(f"machine 127.0.0.1\n  login {USER}\n  password {PASSWORD}\n")
+    netrc.chmod(0o600)
+    credentials = physionet_credentials(server.url)
+    assert credentials.source == "netrc" and PASSWORD not in repr(credentials)
+    summary = fetch(server, tmp_path / "mirror")
+    assert summary.downloaded == len(TREE_FILES)
+
+
+def test_environment_takes_precedence_and_half_set_environment_is_an_error(server, isolated_credentials, monkeypatch):
+    (isolated_credentials / ".netrc").write_text("machine 127.0.0.1 login nobody password nothing\n")
+    monkeypatch.setenv("PHYSIONET_USERNAME", USER)
+    with pytest.raises(CredentialsError, match="PHYSIONET_PASSWORD is not set"):
+        physionet_credentials(server.url)
+    monkeypatch.setenv("PHYSIONET_PASSWORD", PASSWORD)
+    assert physionet_credentials(server.url).source == "environment"
+
+
+def test_include_patterns_and_file_list_select_the_right_files(server, tmp_path, env_credentials):
+    sums = server.sums
+    assert select_files(sums, ["hosp/*.csv.gz"]) == ["hosp/patients.csv.gz", "hosp/admissions.csv.gz"]
+    assert select_files(sums, ["files/**"]) == [r for r in sums if r.startswith("files/")]
+    assert select_files(sums, ["**/*.hea"]) == ["files/p1000/p10000032/s40689238/40689238.hea"]
+    assert select_files(sums, ["*.txt"]) == ["README.txt"], "* must not cross folders"
+    with pytest.raises(DownloadError, match="hosp/nothing"):
+        select_files(sums, ["hosp/nothing*"])
+
+    file_list = tmp_path / "cohort_dicoms.txt"
+    file_list.write_text("# cohort DICOMs\nfiles/p10/p10002221/s94106955/94106955_0001.dcm\n\n")
+    dest = tmp_path / "mirror"
+    summary = fetch(server, dest, include=["README.txt"], file_list=file_list)
+    assert sorted(summary.files) == ["README.txt", "files/p10/p10002221/s94106955/94106955_0001.dcm"]
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+        "README.txt",
+        "SHA256SUMS.txt",
+        "files/p10/p10002221/s94106955/94106955_0001.dcm",
+    ]
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("files/p99/missing.dcm\n")
+    with pytest.raises(DownloadError, match=re.escape("not in SHA256SUMS.txt")):
+        fetch(server, dest, include=[], file_list=unknown)
+
+
+def test_a_server_that_always_fails_is_given_up_after_the_configured_retries(server, tmp_path, env_credentials):
+    rel = "README.txt"
+    server.always_drop.add(rel)
+    with pytest.raises(DownloadError, match=re.escape("README.txt: gave up after 3 tries")):
+        fetch(server, tmp_path / "mirror", include=[rel], retries=3)
+    assert len(server.requests_for(rel)) == 3
+
+
+def test_an_unreachable_server_is_given_up_after_the_configured_retries(tmp_path, env_credentials):
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DownloadError, match=re.escape("SHA256SUMS.txt: gave up after 2 tries")) as info:
+        download_project(f"http://127.0.0.1:{port}/files/x/1/", tmp_path, retries=2, backoff_s=0, timeout_s=2)
+    assert PASSWORD not in str(info.value)
+
+
+def test_the_real_physionet_checksum_file_parses():
+    sums = parse_sha256sums((SHARED_DEMO / "SHA256SUMS.txt").read_text().splitlines())
+    assert len(sums) == 34
+    real = SHARED_DEMO / "hosp/admissions.csv.gz"
+    assert sums["hosp/admissions.csv.gz"] == hashlib.sha256(real.read_bytes()).hexdigest()
+    assert parse_sha256sums([f"{'a' * 64}  two/spaces.csv"]) == {"two/spaces.csv": "a" * 64}
+    with pytest.raises(DownloadError, match="line 1"):
+        parse_sha256sums([f"{'a' * 64} ../escape.txt"])
+
+
+def test_mirror_dir_follows_the_wget_layout():
+    assert mirror_dir("resources/physionet", "https://physionet.org/files/mimiciv/3.1/") == Path(
+        "resources/physionet/physionet.org/files/mimiciv/3.1"
+    )
+
+
+def test_snakemake_download_target_mirrors_and_is_not_part_of_all(server, tmp_path, env_credentials):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    file_list = workdir / "dicoms.txt"
+    file_list.write_text("files/p10/p10002221/s94106955/94106955_0001.dcm\n")
+    write_config(
+        workdir,
+        download={
+            "dest_root": "resources/physionet",
+            "timeout_s": 10,
+            "retries": 2,
+            "backoff_s": 0,
+            "projects": {
+                "demo-hosp": {"url": server.url, "include": ["hosp/*.csv.gz"], "file_list": None},
+                "demo-echo": {"url": server.url, "include": ["README.txt"], "file_list": str(file_list)},
+            },
+        },
+    )
+    proc = snakemake(workdir, "--cores", "2", "download", timeout=120)
+    dest = workdir / "resources/physionet/127.0.0.1/files/demo/2.2"
+    assert (dest / "hosp/patients.csv.gz").is_file() and (dest / "files/p10/p10002221/s94106955").is_dir()
+    record = json.loads((workdir / "resources/physionet/demo-hosp.download.json").read_text())
+    assert record["n_files"] == 2 and sorted(record["files"]) == ["hosp/admissions.csv.gz", "hosp/patients.csv.gz"]
+    assert json.loads((workdir / "resources/physionet/demo-echo.download.json").read_text())["n_files"] == 2
+    assert (workdir / "results/logs/download/demo-hosp.log").is_file()
+    for path in workdir.rglob("*"):
+        if path.is_file():
+            assert PASSWORD.encode() not in path.read_bytes(), f"the password leaked into {path}"
+    assert PASSWORD not in proc.stdout + proc.stderr
+    assert PASSWORD not in yaml.safe_dump(yaml.safe_load((workdir / "config.yaml").read_text()))
+
+    dry = snakemake(workdir, "-n", "all", timeout=120)
+    rules = planned_rules(dry)
+    assert rules and not rules & {"download", "download_project"}, f"`all` must not download: {rules}"
+
+
+def test_credentials_in_a_configured_url_fail_before_any_job_without_echoing_them(tmp_path):
+    write_config(
+        tmp_path,
+        download={
+            "dest_root": "resources/physionet",
+            "timeout_s": 10,
+            "retries": 1,
+            "backoff_s": 0,
+            "projects": {"mimiciv": {"url": "https://bob:hunter2@physionet.org/files/mimiciv/3.1/",
+                                     "include": None, "file_list": None}},
+        },
+    )  # fmt: skip
+    proc = snakemake(tmp_path, "-n", "all", check=False, timeout=120)
+    message = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "download.projects.mimiciv.url" in message, message[-2000:]
+    assert "hunter2" not in message
