@@ -16,6 +16,7 @@ rule lab_admissions:
     threads: 2
     resources:
         mem_mb=4000,
+        runtime=60,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -37,6 +38,7 @@ rule ecg_admissions:
     threads: 2
     resources:
         mem_mb=2000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -58,6 +60,7 @@ rule echo_admissions:
     threads: 2
     resources:
         mem_mb=2000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -83,6 +86,7 @@ rule index_admissions:
     threads: 2
     resources:
         mem_mb=4000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -103,6 +107,7 @@ rule hf_admissions:
     threads: 2
     resources:
         mem_mb=2000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -125,6 +130,7 @@ rule prevalent_hf:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -150,6 +156,7 @@ rule followup:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -172,6 +179,7 @@ rule cohort:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -192,6 +200,7 @@ rule attrition:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:

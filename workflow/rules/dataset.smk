@@ -19,6 +19,7 @@ rule lab_values:
     threads: 2
     resources:
         mem_mb=4000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -38,6 +39,7 @@ rule omr_measures:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -61,6 +63,7 @@ rule history_groups:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -84,6 +87,7 @@ rule drug_classes:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -104,6 +108,7 @@ rule manifest:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -132,6 +137,7 @@ rule lab_text:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -153,6 +159,7 @@ rule demo_tokenizer:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -176,6 +183,7 @@ rule text_tokens:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -196,6 +204,7 @@ rule splits:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:
@@ -215,6 +224,7 @@ rule datasheet:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:

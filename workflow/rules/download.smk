@@ -38,6 +38,7 @@ rule download_project:
     threads: 4
     resources:
         mem_mb=4000,
+        runtime=30,  # minutes
     localrule: True
     conda:
         "../../envs/curation.yaml"

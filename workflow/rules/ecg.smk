@@ -16,6 +16,7 @@ checkpoint ecg_shard_plan:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=30,  # minutes
     conda:
         "../../envs/signals.yaml"
     script:
@@ -43,6 +44,7 @@ rule ecg_shard:
     threads: 1
     resources:
         mem_mb=1500,
+        runtime=240,  # minutes
     conda:
         "../../envs/signals.yaml"
     script:
@@ -64,6 +66,7 @@ rule ecg_collect:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=30,  # minutes
     conda:
         "../../envs/signals.yaml"
     script:

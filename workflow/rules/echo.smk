@@ -17,6 +17,7 @@ checkpoint echo_shard_plan:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=30,  # minutes
     conda:
         "../../envs/signals.yaml"
     script:
@@ -41,6 +42,7 @@ rule view_classifier_demo:
     threads: 2
     resources:
         mem_mb=4000,
+        runtime=120,  # minutes
     conda:
         "../../envs/train.yaml"
     script:
@@ -71,6 +73,7 @@ rule echo_shard:
     threads: 1
     resources:
         mem_mb=3000,
+        runtime=360,  # minutes
     conda:
         "../../envs/train.yaml"
     script:
@@ -94,6 +97,7 @@ rule echo_collect:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=30,  # minutes
     conda:
         "../../envs/signals.yaml"
     script:

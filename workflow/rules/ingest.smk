@@ -15,6 +15,7 @@ rule ingest_table:
     threads: 2
     resources:
         mem_mb=6000,
+        runtime=120,  # minutes
     conda:
         "../../envs/curation.yaml"
     script:

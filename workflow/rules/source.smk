@@ -23,6 +23,7 @@ rule demo_source:
     threads: 2
     resources:
         mem_mb=4000,
+        runtime=120,  # minutes
     conda:
         "../../envs/signals.yaml"
     script:
