@@ -160,7 +160,7 @@ def independent_prevalent_hf(hosp, lab_itemids, codes) -> pl.DataFrame:
     index = (
         admissions.join(patients, on="subject_id")
         .filter((pl.col("anchor_age") + pl.col("admittime").dt.year() - pl.col("anchor_year")) >= 18)
-        .filter(pl.col("hadm_id").is_in(lab_hadm))
+        .filter(pl.col("hadm_id").is_in(lab_hadm.to_list()))
         .sort("admittime", "hadm_id")
         .group_by("subject_id", maintain_order=True)
         .first()
@@ -177,7 +177,7 @@ def independent_prevalent_hf(hosp, lab_itemids, codes) -> pl.DataFrame:
         )
 
     hf_hadm = diagnoses.filter(matches(9) | matches(10))["hadm_id"].unique()
-    hf_times = admissions.filter(pl.col("hadm_id").is_in(hf_hadm)).select("subject_id", "hadm_id", "admittime")
+    hf_times = admissions.filter(pl.col("hadm_id").is_in(hf_hadm.to_list())).select("subject_id", "hadm_id", "admittime")
     flagged = (
         index.join(hf_times, on="subject_id", how="left")
         .with_columns(hit=(pl.col("hadm_id") == pl.col("index_hadm")) | (pl.col("admittime") < pl.col("index_time")))
