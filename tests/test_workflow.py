@@ -177,7 +177,9 @@ def independent_prevalent_hf(hosp, lab_itemids, codes) -> pl.DataFrame:
         )
 
     hf_hadm = diagnoses.filter(matches(9) | matches(10))["hadm_id"].unique()
-    hf_times = admissions.filter(pl.col("hadm_id").is_in(hf_hadm.to_list())).select("subject_id", "hadm_id", "admittime")
+    hf_times = admissions.filter(pl.col("hadm_id").is_in(hf_hadm.to_list())).select(
+        "subject_id", "hadm_id", "admittime"
+    )
     flagged = (
         index.join(hf_times, on="subject_id", how="left")
         .with_columns(hit=(pl.col("hadm_id") == pl.col("index_hadm")) | (pl.col("admittime") < pl.col("index_time")))
