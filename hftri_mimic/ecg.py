@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import scipy.signal
 
+from hftri_mimic.exclusions import RecordExclusion
+
 
 @contextmanager
 def _quiet_wfdb() -> Iterator[None]:
@@ -156,19 +158,10 @@ class EcgSettings:
         return round(self.target_fs * self.duration_s)
 
 
-class EcgExclusion(Exception):
-    """Raised for a record that must be excluded.
+class EcgExclusion(RecordExclusion):
+    """Raised for a record that must be excluded (e.g. 'lead aVL absent', 'fs 125 Hz < 250 Hz')."""
 
-    ``reason`` is a key of ``EXCLUSION_REASONS``; ``detail`` says what exactly, without patient data or
-    paths (e.g. 'lead aVL absent', 'fs 125 Hz < 250 Hz').
-    """
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        if reason not in EXCLUSION_REASONS:
-            raise ValueError(f"unknown exclusion reason {reason!r}")
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
+    reasons = EXCLUSION_REASONS
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.detail}" if self.detail else self.reason

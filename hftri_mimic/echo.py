@@ -44,6 +44,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, convert_color_space, get_decoder
 from pydicom.uid import UID, JPEGBaseline8Bit
 
+from hftri_mimic.exclusions import RecordExclusion
+
 VIEWS: tuple[str, ...] = (
     "A2C",
     "A3C",
@@ -117,19 +119,10 @@ class EchoSettings:
             raise ValueError("echo.mask_frames and echo.mask_min_std must be >= 0")
 
 
-class EchoExclusion(Exception):
-    """Raised for a DICOM that is excluded (or, for ``single_frame``, skipped).
+class EchoExclusion(RecordExclusion):
+    """Raised for a DICOM that is excluded (or, for ``single_frame``, skipped), e.g. '12 of 40 frames encoded'."""
 
-    ``reason`` is a key of ``EXCLUSION_REASONS``; ``detail`` says what exactly, without patient data or
-    paths (e.g. 'NumberOfFrames=1', '12 of 40 frames encoded').
-    """
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        if reason not in EXCLUSION_REASONS:
-            raise ValueError(f"unknown exclusion reason {reason!r}")
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
+    reasons = EXCLUSION_REASONS
 
     @property
     def status(self) -> str:

@@ -27,22 +27,13 @@ from tqdm import tqdm
 
 from hftri_mimic.demo import hosp, records
 from hftri_mimic.demo.population import CARDIAC, draw_population
+from hftri_mimic.ingest import HOSP_TABLES
 
 log = logging.getLogger(__name__)
 
 MIMIC_PATIENTS_V31 = 364_627
 CHUNK_PATIENTS = 40_000
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-HOSP_TABLES = (
-    "patients",
-    "admissions",
-    "diagnoses_icd",
-    "d_icd_diagnoses",
-    "labevents",
-    "d_labitems",
-    "omr",
-    "prescriptions",
-)
 
 
 @dataclass(frozen=True)
