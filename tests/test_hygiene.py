@@ -1,0 +1,50 @@
+"""Data protection (SPEC §6): patient data stays in git-ignored outputs and never reaches logs or the repo."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import polars as pl
+from conftest import REPO
+
+DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".dat", ".hea", ".dcm", ".zarr", ".npy", ".npz", ".pt", ".ckpt")
+
+
+def tracked_files() -> list[str]:
+    return subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_no_tracked_file_looks_like_patient_data():
+    suspicious = [f for f in tracked_files() if f.endswith(DATA_SUFFIXES) or ".zarr/" in f]
+    assert not suspicious, f"data-like files are tracked: {suspicious}"
+    for name in tracked_files():
+        path = REPO / name
+        if path.suffix in (".tsv", ".txt", ".json", ".md") and path.is_file():
+            first = path.read_text(errors="ignore").splitlines()[:1]
+            assert not (first and re.search(r"\bsubject_id\b", first[0]) and ("," in first[0] or "\t" in first[0])), (
+                f"{name} has a table header with subject_id"
+            )
+
+
+def test_outputs_and_data_paths_are_git_ignored():
+    for path in (
+        "results/cohort/cohort.parquet",
+        "resources/physionet/x.csv.gz",
+        ".snakemake/log/x.log",
+        "results/source/hosp/patients.csv.gz",
+    ):
+        proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
+        assert proc.returncode == 0, f"{path} is not ignored by .gitignore"
+
+
+def test_logs_of_a_demo_run_name_no_patient(demo_run):
+    cohort = pl.read_parquet(demo_run / "results/cohort/cohort.parquet")
+    columns = ("subject_id", "hadm_id", "ecg_study_id", "echo_study_id")
+    ids = {str(value) for column in columns for value in cohort[column].drop_nulls().to_list()}
+    logs = list((demo_run / "results/logs").rglob("*.log")) + list((demo_run / ".snakemake/log").glob("*.log"))
+    assert len(logs) > 20, "every job writes a log"
+    for log in logs:
+        words = set(re.findall(r"\d{8}", log.read_text(errors="ignore")))
+        leaked = words & ids
+        assert not leaked, f"{log.relative_to(demo_run)} names {len(leaked)} cohort patients, admissions or studies"
