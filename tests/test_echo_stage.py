@@ -40,7 +40,8 @@ def test_echo_faults_are_named_and_every_dicom_is_accounted_for(tmp_path):
     cohort = pl.read_parquet(out / "cohort/cohort.parquet")
     listing = pl.read_csv(out / "source/echo/echo-record-list.csv")
     truth = pl.read_parquet(out / "source_truth/echo_dicoms.parquet")
-    studies = cohort["echo_study_id"].to_list()[:4]
+    faulty = set(truth.filter(pl.col("defect") != "none")["study_id"])  # the demo's own export faults
+    studies = [s for s in cohort["echo_study_id"].to_list() if s not in faulty][:4]
     cines = {
         s: truth.filter(pl.col("study_id") == s, pl.col("view") != "still")["dicom_filepath"].to_list() for s in studies
     }
@@ -81,10 +82,22 @@ def test_echo_faults_are_named_and_every_dicom_is_accounted_for(tmp_path):
 
     exclusions = pl.read_parquet(out / "echo/exclusions.parquet")
     assert exclusions.filter(pl.col("echo_study_id") == studies[2])["reason"].to_list() == ["no_usable_cine"]
+    # The demo's own faults: cut-off cines are excluded as truncated; a study whose every cine was cut is
+    # excluded as a whole.
+    natural = truth.filter(pl.col("defect") == "truncated", pl.col("study_id").is_in(cohort["echo_study_id"].to_list()))
+    assert {outcome(p) for p in natural["dicom_filepath"]} <= {("excluded", "truncated")}
+    cohort_cines = truth.filter(pl.col("view") != "still", pl.col("study_id").is_in(cohort["echo_study_id"].to_list()))
+    all_cut = set(
+        cohort_cines.group_by("study_id")
+        .agg((pl.col("defect") == "truncated").all().alias("cut"))
+        .filter("cut")["study_id"]
+    )
+    assert set(exclusions["echo_study_id"]) == all_cut | {studies[2]}
     index = pl.read_parquet(out / "echo/index.parquet")
     assert index.height + exclusions.height == cohort.height, "studies in = kept + excluded"
     attrition = pl.read_parquet(out / "hftri/attrition.parquet")
-    assert attrition.filter(pl.col("reason").str.starts_with("Echo study"))["excluded_subjects"].sum() == 1
+    echo_rows = attrition.filter(pl.col("reason").str.starts_with("Echo study"))
+    assert echo_rows["excluded_subjects"].sum() == exclusions.height
 
     # Each kept view is the highest-probability cine of that view; its prediction mostly matches the truth.
     used = dicoms.filter(pl.col("status") == "used").join(truth.select("dicom_filepath", "view"), on="dicom_filepath")

@@ -296,3 +296,6 @@ def _write_dicom(job: tuple) -> None:
         frame_time_ms=row["frame_time_ms"],
     )
     write_us_multiframe(path, frames, frame_time_ms=row["frame_time_ms"], with_regions=row["with_regions"], **common)
+    if row["defect"] == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * 0.6)])

@@ -223,8 +223,9 @@ def echo_studies(
 def echo_dicoms(rng: np.random.Generator, studies: pl.DataFrame, frames_range: tuple[int, int]) -> pl.DataFrame:
     """One row per DICOM of each study: cines of the views the study holds (some twice) and spectral
     Doppler stills, in scan order, with the truth columns ``_view`` (``still`` for stills),
-    ``_n_frames``, ``_frame_time_ms`` and ``_with_regions``."""
+    ``_n_frames``, ``_frame_time_ms``, ``_with_regions`` and ``_defect`` (``truncated`` or ``none``)."""
     k = studies.height
+    broken = rng.random(k) < 0.01
     n_views = len(ECHO_VIEWS)
     present = rng.random((k, n_views)) < np.array(VIEW_PRESENCE)
     copies = np.where(present, 1 + (rng.random((k, n_views)) < 0.3), 0)
@@ -263,6 +264,9 @@ def echo_dicoms(rng: np.random.Generator, studies: pl.DataFrame, frames_range: t
             "_n_frames": n_frames,
             "_frame_time_ms": frame_time,
             "_with_regions": rng.random(m) < 0.9,
+            # Export faults seen in real archives: a few cut-off files, and rare studies whose every
+            # cine was cut (the paper excluded 4 echo studies); stills are left intact.
+            "_defect": np.where((view != "still") & ((rng.random(m) < 0.007) | broken[study_idx]), "truncated", "none"),
             "_lv_scale": studies["_lv_scale"].to_numpy()[study_idx],
             "_wall_motion": studies["_wall_motion"].to_numpy()[study_idx],
             "_hr": studies["_hr"].to_numpy()[study_idx],
