@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
@@ -82,6 +84,18 @@ def planned_rules(proc: subprocess.CompletedProcess) -> set[str]:
                 break
             rules.add(parts[0])
     return rules
+
+
+def content_hashes(root: Path) -> dict[str, str]:
+    """Hashes of the data in every Parquet file and Zarr chunk of a run's dataset outputs."""
+    hashes = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.suffix == ".parquet":
+            hashes[rel] = hashlib.sha256(pl.read_parquet(path).write_ipc(None).getvalue()).hexdigest()
+        elif ".zarr/" in rel and path.is_file() and "zarr.json" not in path.name:
+            hashes[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
 
 
 @pytest.fixture(scope="session")

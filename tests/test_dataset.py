@@ -3,13 +3,12 @@ MIMIC-IV demo, lab text, tokens, splits, manifest and reproducibility."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
-from conftest import MIMIC_DEMO_HOSP, SMALL_DEMO, require_shared, snakemake, write_config
+from conftest import MIMIC_DEMO_HOSP, SMALL_DEMO, content_hashes, require_shared, snakemake, write_config
 
 from hftri_mimic.text import build_demo_vocab, fit_texts, join_sentences, load_tokenizer, patient_sentences
 
@@ -212,18 +211,6 @@ def test_splits_are_disjoint_complete_stratified_and_cover_folds(demo_run):
     events = manifest.filter("has_followup")["incident_hf"].mean()
     for _, group in prognosis.filter(pl.col("split") == "test").group_by("repeat", "fold"):
         assert abs(group["incident_hf"].mean() - events) <= 0.02 + 0.5 / group.height
-
-
-def content_hashes(root: Path) -> dict[str, str]:
-    """Hashes of the data in every Parquet file and Zarr chunk of a run's dataset outputs."""
-    hashes = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.suffix == ".parquet":
-            hashes[rel] = hashlib.sha256(pl.read_parquet(path).write_ipc(None).getvalue()).hexdigest()
-        elif ".zarr/" in rel and path.is_file() and "zarr.json" not in path.name:
-            hashes[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return hashes
 
 
 @pytest.mark.slow
