@@ -46,9 +46,9 @@ def write_config(workdir: Path, **overrides) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run the repo's Snakefile in ``workdir`` (which holds config.yaml) and return the finished process."""
-    cmd = [
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """The command line that runs the repo's Snakefile in ``workdir`` (which holds config.yaml)."""
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -60,6 +60,11 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900)
         str(workdir / "config.yaml"),
         *args,
     ]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the repo's Snakefile in ``workdir`` and return the finished process."""
+    cmd = snakemake_command(workdir, *args)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
@@ -87,10 +92,15 @@ def planned_rules(proc: subprocess.CompletedProcess) -> set[str]:
 
 
 def content_hashes(root: Path) -> dict[str, str]:
-    """Hashes of the data in every Parquet file and Zarr chunk of a run's dataset outputs."""
+    """Hashes of the data in every Parquet file and Zarr chunk of a run's dataset outputs.
+
+    Snakemake's own `.snakemake_timestamp` marker in directory outputs is bookkeeping, not data: a run killed
+    between a job's last write and Snakemake touching the marker resumes without it."""
     hashes = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
+        if path.name == ".snakemake_timestamp":
+            continue
         if path.suffix == ".parquet":
             hashes[rel] = hashlib.sha256(pl.read_parquet(path).write_ipc(None).getvalue()).hexdigest()
         elif ".zarr/" in rel and path.is_file() and "zarr.json" not in path.name:

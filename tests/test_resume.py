@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SMALL_DEMO, content_hashes, snakemake, write_config
+from conftest import SMALL_DEMO, content_hashes, snakemake, snakemake_command, write_config
 
 # Kill points: while ingesting, while the ECG shards are written, while the echo shards are written.
 KILL_WHEN = ("results/parquet/labevents.parquet", "results/ecg/shards", "results/echo/shards")
@@ -20,22 +19,11 @@ KILL_WHEN = ("results/parquet/labevents.parquet", "results/ecg/shards", "results
 def run_until(workdir: Path, marker: str, timeout: float = 600) -> bool:
     """Start `snakemake all` and SIGKILL its whole process group once ``marker`` exists; False if the run
     ended first (its output is in run_<marker>.log)."""
-    base = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-    ]
     # A SIGKILLed Snakemake leaves its directory lock behind; releasing it is the documented first step.
-    subprocess.run([*base, "--unlock"], cwd=workdir, capture_output=True, check=True)
+    subprocess.run(snakemake_command(workdir, "--unlock"), cwd=workdir, capture_output=True, check=True)
     with open(workdir / f"run_{marker.replace('/', '_')}.log", "w") as log:
         proc = subprocess.Popen(
-            [*base, "--cores", "2", "--rerun-incomplete", "all"],
+            snakemake_command(workdir, "--cores", "2", "--rerun-incomplete", "all"),
             cwd=workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
