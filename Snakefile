@@ -18,10 +18,20 @@ include: "workflow/rules/cohort.smk"
 include: "workflow/rules/ecg.smk"
 include: "workflow/rules/echo.smk"
 include: "workflow/rules/dataset.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/download.smk"
 
 
 rule all:
+    input:
+        OUT / "hftri/DATASHEET.md",
+        eval_outputs(),
+    default_target: True
+
+
+rule dataset:
+    # curation only: the cohort, ECG and echo stores and the HFTri-MIMIC dataset, without training
     input:
         OUT / "cohort/cohort.parquet",
         OUT / "cohort/attrition.parquet",
@@ -29,4 +39,3 @@ rule all:
         ecg_outputs(),
         echo_outputs(),
         dataset_outputs(),
-    default_target: True

@@ -17,6 +17,25 @@ SUBSETS: tuple[str, ...] = ("lab", "ecg", "echo", "lab+ecg", "lab+echo", "ecg+ec
 # The 7 slots of Z_all in Eq. 8's order t, ts, s, sm, m, tm, tsm (specific and shared features).
 SLOTS: tuple[str, ...] = ("lab", "lab+ecg", "ecg", "ecg+echo", "echo", "lab+echo", "lab+ecg+echo")
 TASKS: tuple[str, ...] = ("diagnosis", "prognosis", "retrieval")
+# The six retrieval directions in Table 3's column order: (query modality, candidate modality).
+DIRECTIONS: tuple[tuple[str, str], ...] = (
+    ("lab", "ecg"),
+    ("ecg", "lab"),
+    ("lab", "echo"),
+    ("echo", "lab"),
+    ("ecg", "echo"),
+    ("echo", "ecg"),
+)
+
+
+def direction_name(query: str, candidate: str) -> str:
+    """Name of a retrieval direction as used in results and file names, e.g. ``lab_to_ecg``."""
+    for modality in (query, candidate):
+        if modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    if query == candidate:
+        raise ValueError(f"a retrieval direction needs two different modalities, got {query!r} twice")
+    return f"{query}_to_{candidate}"
 
 
 def subset_mask(subset: str) -> tuple[bool, bool, bool]:

@@ -75,7 +75,7 @@ from sksurv.metrics import concordance_index_censored
 from sksurv.nonparametric import kaplan_meier_estimator
 from sksurv.util import Surv
 
-from models.config import MODALITIES, SUBSETS, TASKS
+from models.config import DIRECTIONS, MODALITIES, SUBSETS, TASKS, direction_name
 
 # Per-patient prediction frames, one per (task, subset): column -> polars dtype.
 PREDICTION_COLUMNS: dict[str, dict[str, Any]] = {
@@ -126,16 +126,6 @@ METRICS: dict[str, tuple[str, ...]] = {
     "retrieval": ("lrap", "recall@1", "recall@2"),
 }
 
-# The six retrieval directions in Table 3's column order: (query modality, candidate modality).
-DIRECTIONS: tuple[tuple[str, str], ...] = (
-    ("lab", "ecg"),
-    ("ecg", "lab"),
-    ("lab", "echo"),
-    ("echo", "lab"),
-    ("ecg", "echo"),
-    ("echo", "ecg"),
-)
-
 DISPLAY = {"lab": "Lab", "ecg": "ECG", "echo": "ECHO"}
 METRIC_DISPLAY = {
     "accuracy": "ACC",
@@ -145,16 +135,6 @@ METRIC_DISPLAY = {
     "recall@1": "Recall@1",
     "recall@2": "Recall@2",
 }
-
-
-def direction_name(query: str, candidate: str) -> str:
-    """Name of a retrieval direction as used in results and file names, e.g. ``lab_to_ecg``."""
-    for modality in (query, candidate):
-        if modality not in MODALITIES:
-            raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
-    if query == candidate:
-        raise ValueError(f"a retrieval direction needs two different modalities, got {query!r} twice")
-    return f"{query}_to_{candidate}"
 
 
 # ---------------------------------------------------------------------------------------------------

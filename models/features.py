@@ -55,6 +55,7 @@ __all__ = [
     "encode_all",
     "encoder_description",
     "feature_dataset",
+    "feature_stats",
     "file_digest",
     "load_or_encode",
     "project",
@@ -340,6 +341,33 @@ def _first(items):
     return items[0]
 
 
+FeatureStats = dict[str, tuple[Tensor, Tensor]]
+
+
+def feature_stats(features: Mapping[str, Tensor], subjects: Sequence[int], *, eps: float = 1e-6) -> FeatureStats:
+    """Per-dimension mean and standard deviation of each modality's cached vectors over ``subjects`` (the training
+    split), counting only patients that have the modality.
+
+    Why: frozen randomly initialised encoders (the demo) give vectors whose between-patient variation is tiny next
+    to their common offset (a random BERT's [CLS] varies by ~1e-3 around ~0.8), which a plain ``Linear``
+    projection trained by Adafactor barely picks up.  Standardising the frozen features before the trainable
+    projection is the usual linear-probe practice (MAE puts a non-affine BatchNorm in front of its probe); with
+    statistics from the training split only, no information from validation or test patients leaks in.
+    """
+    index_of = {int(s): i for i, s in enumerate(features["subject_id"].tolist())}
+    rows = torch.tensor([index_of[int(s)] for s in subjects], dtype=torch.long)
+    stats: FeatureStats = {}
+    for i, name in enumerate(MODALITIES):
+        have = features["present"][rows, i].bool()
+        x = features[name][rows][have].double()
+        if len(x) < 2:
+            mean, std = torch.zeros(x.shape[1:]), torch.ones(x.shape[1:])
+        else:
+            mean, std = x.mean(0), x.std(0).clamp_min(eps)
+        stats[name] = (mean.float(), std.float())
+    return stats
+
+
 def feature_dataset(
     features: Mapping[str, Tensor],
     out_dir: str | Path,
@@ -347,10 +375,12 @@ def feature_dataset(
     modalities: Sequence[str] = MODALITIES,
     *,
     drop_empty: bool = True,
+    stats: FeatureStats | None = None,
 ) -> FeatureSet:
     """A :class:`FeatureSet` of ``subjects`` (in that order) from :func:`load_or_encode`'s vectors and the
     manifest's labels; ``present`` is masked to ``modalities``, and subjects with none of them are left out when
-    ``drop_empty`` (as :class:`models.data.HFTriDataset` does)."""
+    ``drop_empty`` (as :class:`models.data.HFTriDataset` does).  With ``stats`` (:func:`feature_stats`) each
+    present vector is standardised; absent ones stay zero."""
     index_of = {int(s): i for i, s in enumerate(features["subject_id"].tolist())}
     missing = [s for s in subjects if int(s) not in index_of]
     if missing:
@@ -363,11 +393,18 @@ def feature_dataset(
     allowed = torch.tensor([m in modalities for m in MODALITIES], dtype=torch.bool)
     present = features["present"][rows].bool() & allowed
     keep = present.any(1) if drop_empty else torch.ones(len(rows), dtype=torch.bool)
+    vectors = {}
+    for i, name in enumerate(MODALITIES):
+        x = features[name][rows].float()
+        if stats is not None:
+            mean, std = stats[name]
+            x = torch.where(features["present"][rows, i, None].bool(), (x - mean) / std, torch.zeros_like(x))
+        vectors[name] = x
     tensors = {
         "subject_id": torch.tensor(table["subject_id"].to_numpy(), dtype=torch.long),
-        "feat_lab": features["lab"][rows].float(),
-        "feat_ecg": features["ecg"][rows].float(),
-        "feat_echo": features["echo"][rows].float(),
+        "feat_lab": vectors["lab"],
+        "feat_ecg": vectors["ecg"],
+        "feat_echo": vectors["echo"],
         "present": present,
         "label": torch.tensor(table["label"].to_numpy(), dtype=torch.long),
         "event": torch.tensor(table["event"].to_numpy(), dtype=torch.long),

@@ -113,7 +113,7 @@ def demo_run(tmp_path_factory) -> Path:
     """One small demo workflow run to completion; tests read its outputs and must not modify them."""
     workdir = tmp_path_factory.mktemp("demo_run")
     write_config(workdir, demo=SMALL_DEMO)
-    snakemake(workdir, "--cores", "2", "all")
+    snakemake(workdir, "--cores", "2", "dataset")
     return workdir
 
 
@@ -131,5 +131,5 @@ def mimic_run(tmp_path_factory) -> Path:
         },
         cohort={"require_modalities": ["labs"]},
     )
-    snakemake(workdir, "--cores", "2", "all")
+    snakemake(workdir, "--cores", "2", "dataset")
     return workdir

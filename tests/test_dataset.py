@@ -216,7 +216,7 @@ def test_splits_are_disjoint_complete_stratified_and_cover_folds(demo_run):
 @pytest.mark.slow
 def test_two_runs_give_identical_outputs(demo_run, tmp_path):
     write_config(tmp_path, demo=SMALL_DEMO)
-    snakemake(tmp_path, "--cores", "2", "all")
+    snakemake(tmp_path, "--cores", "2", "dataset")
     for folder in ("hftri", "cohort", "ecg", "echo"):
         first, second = content_hashes(demo_run / "results" / folder), content_hashes(tmp_path / "results" / folder)
         assert first and first == second, f"{folder}: outputs differ between two runs with the same config"

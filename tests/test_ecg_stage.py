@@ -107,7 +107,7 @@ def test_each_ecg_defect_is_excluded_with_its_reason_and_counts_reconcile(tmp_pa
         inject(kind, out / "source/ecg" / row["ecg_path"], rng)
         injected[row["ecg_study_id"]] = kind
 
-    snakemake(tmp_path, "--cores", "2", "all")
+    snakemake(tmp_path, "--cores", "2", "dataset")
 
     plan = pl.read_parquet(out / "ecg/plan.parquet")
     index = pl.read_parquet(out / "ecg/index.parquet")

@@ -62,7 +62,7 @@ def test_echo_faults_are_named_and_every_dicom_is_accounted_for(tmp_path):
             instance_number=1,
         )
 
-    snakemake(tmp_path, "--cores", "2", "all")
+    snakemake(tmp_path, "--cores", "2", "dataset")
 
     dicoms = pl.read_parquet(out / "echo/dicoms.parquet")
     planned = listing.filter(pl.col("study_id").is_in(cohort["echo_study_id"].to_list()))

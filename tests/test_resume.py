@@ -23,7 +23,7 @@ def run_until(workdir: Path, marker: str, timeout: float = 600) -> bool:
     subprocess.run(snakemake_command(workdir, "--unlock"), cwd=workdir, capture_output=True, check=True)
     with open(workdir / f"run_{marker.replace('/', '_')}.log", "w") as log:
         proc = subprocess.Popen(
-            snakemake_command(workdir, "--cores", "2", "--rerun-incomplete", "all"),
+            snakemake_command(workdir, "--cores", "2", "--rerun-incomplete", "dataset"),
             cwd=workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -48,7 +48,7 @@ def test_killed_run_resumes_to_the_uninterrupted_outputs(demo_run, tmp_path):
     kills = [run_until(tmp_path, marker) for marker in KILL_WHEN]
     assert all(kills), f"every kill must hit a running workflow: {kills}"
     snakemake(tmp_path, "--unlock")
-    snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", "all")
+    snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", "dataset")
     for folder in ("cohort", "ecg", "echo", "hftri"):
         resumed = content_hashes(tmp_path / "results" / folder)
         assert resumed and resumed == content_hashes(demo_run / "results" / folder), f"{folder} differs after resume"

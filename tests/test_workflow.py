@@ -69,13 +69,13 @@ def rerun_plan(demo_run, tmp_path, **overrides) -> set[str]:
         else:
             config[section][key] = value
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return planned_rules(snakemake(workdir, "-n", "--cores", "2", "all"))
+    return planned_rules(snakemake(workdir, "-n", "--cores", "2", "dataset"))
 
 
 # After a cohort change the ECG and echo shard plans (checkpoints) rerun; a dry run cannot list the shard
 # jobs, which are only known once the new plans exist.
 SIGNALS = {"ecg_shard_plan", "ecg_collect", "echo_shard_plan", "echo_collect"}
-FINAL = {"attrition", "manifest", "splits", "datasheet", "all"}  # what any cohort or label change reaches
+FINAL = {"attrition", "manifest", "splits", "datasheet", "dataset"}  # what any cohort or label change reaches
 LABELS = {"followup", "cohort"}
 EHR = {"lab_values", "omr_measures", "history_groups", "drug_classes", "lab_text", "demo_tokenizer", "text_tokens"}
 
@@ -95,9 +95,9 @@ def test_unchanged_config_plans_nothing(demo_run, tmp_path):
         ({"echo__mask_min_std": 4.0}, {"view_classifier_demo", "echo_shard", "echo_collect"} | FINAL),
         (
             {"dataset__drugs_before_admission": True},
-            {"drug_classes", "lab_text", "demo_tokenizer", "text_tokens", "datasheet", "all"},
+            {"drug_classes", "lab_text", "demo_tokenizer", "text_tokens", "datasheet", "dataset"},
         ),
-        ({"dataset__splits": {"seed": 1}}, {"splits", "datasheet", "all"}),
+        ({"dataset__splits": {"seed": 1}}, {"splits", "datasheet", "dataset"}),
         ({"cohort__min_age": 21}, {"index_admissions", "prevalent_hf"} | LABELS | SIGNALS | EHR | FINAL),
         (
             {"cohort__ecg_window": {"start_offset_hours": -6, "end_offset_hours": 0}},

@@ -1,8 +1,11 @@
 # Helpers shared by the workflow: paths, source layout, derived criteria.
 # Job scripts import the hftri_mimic library: installed with `pip install -e .` (README), and into each
 # conda environment by its env file (envs/*.yaml install this checkout with pip).
+import copy
+import re
 from pathlib import Path
 
+from models.config import DIRECTIONS, SUBSETS, direction_name  # plain Python, no torch
 from hftri_mimic.ingest import ECG_TABLES, ECHO_TABLES, HOSP_TABLES, TABLES, SourceError, check_source_table
 from hftri_mimic.storage import shard_ids
 
@@ -189,6 +192,88 @@ def dataset_outputs():
     ]
 
 
+def model_params():
+    """config["model"] with the text encoder's vocabulary filled in (the dataset's tokenizer) when no BERT folder
+    is given, so that a new tokenizer retrains the models."""
+    model = copy.deepcopy(config["model"])
+    if not model["text"].get("folder"):
+        model["text"]["vocab"] = str(tokenizer_folder())
+    return model
+
+
+def features_cached():
+    """Every encoder frozen up to its projection: encoder features are computed once (rule encoder_features)."""
+    return all(config["model"][part].get("unfreeze_layers", 2) == 0 for part in ("text", "ecg", "echo"))
+
+
+def training_data_inputs(wildcards):
+    inputs = {name: OUT / f"hftri/{name}.parquet" for name in ("manifest", "text", "splits")}
+    inputs["vocab"] = tokenizer_folder() / "vocab.txt"
+    inputs["ecg"] = ecg_outputs()
+    inputs["echo"] = echo_outputs()
+    return inputs
+
+
+def training_inputs(wildcards):
+    inputs = training_data_inputs(wildcards)
+    if features_cached():
+        inputs["features"] = OUT / "train/features.pt"
+    return inputs
+
+
+def retrieval_prediction_files():
+    """Per-direction retrieval predictions: the directions whose two modalities are in train.retrieval_subset."""
+    used = config["train"]["retrieval_subset"].split("+")
+    return [
+        OUT / f"eval/predictions/retrieval/{direction_name(q, c)}.parquet" for q, c in DIRECTIONS if q in used and c in used
+    ]
+
+
+MODALITY_SOURCE = {"lab": "labs", "ecg": "ecg", "echo": "echo"}
+
+
+def subset_available(subset):
+    return all(MODALITY_SOURCE[m] in available_modalities() for m in subset.split("+"))
+
+
+def trained_subsets():
+    """The configured modality subsets whose modalities the source has (a hosp-only source trains `lab`)."""
+    return [s for s in config["train"]["subsets"] if subset_available(s)]
+
+
+def trained_tasks():
+    """Configured tasks that can run: retrieval needs the retrieval subset's modalities, the others a subset."""
+    tasks = []
+    for task in config["train"]["tasks"]:
+        if task == "retrieval" and subset_available(config["train"]["retrieval_subset"]):
+            tasks.append(task)
+        elif task != "retrieval" and trained_subsets():
+            tasks.append(task)
+    return tasks
+
+
+def eval_outputs():
+    return [OUT / f"eval/{task}.parquet" for task in trained_tasks()] + [OUT / "eval/RESULTS.md"]
+
+
+def results_inputs(wildcards):
+    return {task: OUT / f"eval/{task}.parquet" for task in trained_tasks()}
+
+
+def check_model_config():
+    """Cross-key checks the schema cannot express, before any job runs."""
+    if config["model"]["echo"].get("size") != config["echo"]["size"]:
+        raise ValueError(
+            f"model.echo.size ({config['model']['echo'].get('size')}) must equal echo.size "
+            f"({config['echo']['size']}): the echo encoder reads the stored clips"
+        )
+    dims = {f"model.{part}.proj_dim": config["model"][part].get("proj_dim", 768) for part in ("text", "ecg", "echo")}
+    dims["model.tgmm.dim"] = config["model"]["tgmm"].get("dim", 768)
+    if len(set(dims.values())) != 1:
+        raise ValueError(f"the encoders must project to TGMM's dim: {dims}")
+
+
 if not IS_DEMO:
     check_real_source()
 check_echo_classifier()
+check_model_config()

@@ -1,0 +1,258 @@
+"""One experiment = one task on one modality subset, trained and predicted on the dataset's splits (SPEC §5).
+
+This is what the workflow's ``train_{task}`` rules call (``workflow/scripts/train_task.py``):
+
+- **diagnosis** (:func:`run_diagnosis`): train on ``split == "train"`` of ``hftri/splits.parquet`` (task
+  ``diagnosis``), early-stop on ``val``, predict every patient of the three splits. Predictions: subject_id, split,
+  label (prevalent HF), score (probability of the "heart failure" answer), pred (the most likely answer).
+- **prognosis** (:func:`run_prognosis`): for every (repeat, fold) of the repeated 2-fold cross-validation, train on
+  that fold's ``train``, early-stop on its ``val`` and predict its ``test`` patients. Predictions: subject_id,
+  repeat, fold, time, event, risk (ŷ of Eq. 14-15; higher = earlier heart failure expected).
+- **retrieval** (:func:`run_retrieval`): train InfoNCE (Eq. 16) on the diagnosis ``train`` split (early-stopped on
+  ``val``) and embed the ``test`` patients; the candidate pool (``"test"`` or ``"all"``, see
+  :func:`models.evaluation.retrieval_directions`) gives one per-query frame per direction.
+
+Data: with all encoders frozen up to their projections (``ModelConfig.frozen``) the runs read the cached encoder
+vectors (:mod:`models.features`, computed once by the ``encoder_features`` rule); otherwise the raw records
+(:class:`models.data.HFTriDataset`, train-time random ECG crop) so that the unfrozen layers train.
+
+Every run keeps its checkpoints under ``work_dir/<run>/`` (``best.pt``, ``last.pt``, ``metrics.jsonl``,
+``result.json``): a killed job that is started again resumes from ``last.pt`` and ends with the same predictions
+as an uninterrupted one (:func:`models.train.train`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import torch
+from sklearn.metrics.pairwise import cosine_similarity
+from torch.utils.data import Dataset
+
+from models.config import DIRECTIONS, MODALITIES, SUBSETS, TASKS, direction_name, subset_mask
+from models.data import HFTriDataset
+from models.encoders.text import load_wordpiece_tokenizer
+from models.evaluation import retrieval_predictions
+from models.features import FeatureStats, feature_dataset, feature_stats
+from models.train import ModelConfig, TrainConfig, TrainResult, build_model, predict, train
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Experiment",
+    "prognosis_folds",
+    "run_diagnosis",
+    "run_prognosis",
+    "run_retrieval",
+    "split_subjects",
+    "write_summary",
+]
+
+
+def split_subjects(splits: pl.DataFrame, task: str, split: str, repeat: int = 0, fold: int = 0) -> list[int]:
+    """Patients of one split (``train`` / ``val`` / ``test``) of ``hftri/splits.parquet``, in subject order."""
+    chosen = splits.filter(task=task, split=split, repeat=repeat, fold=fold)
+    ids = chosen["subject_id"].sort().to_list()
+    if not ids:
+        raise ValueError(f"no {task} patients in split {split!r} (repeat {repeat}, fold {fold})")
+    return ids
+
+
+@dataclass
+class Experiment:
+    """What every run of a workflow shares: the dataset, the configurations and where runs keep checkpoints.
+
+    out_dir: the workflow's ``out_dir`` (``hftri/`` inside).
+    features: the cached encoder vectors (:func:`models.features.load_or_encode`), or None to read raw records.
+    work_dir: runs write ``work_dir/<run name>/``.
+    """
+
+    out_dir: Path
+    model_config: ModelConfig
+    train_config: TrainConfig
+    work_dir: Path
+    features: Mapping[str, torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.work_dir = Path(self.work_dir)
+        self.splits = pl.read_parquet(self.out_dir / "hftri/splits.parquet")
+        if self.features is None and self.model_config.frozen:
+            log.info("all encoders are frozen but no cached features were given: encoding on the fly")
+        self._tokenizer = None
+        self._stats: dict[str, FeatureStats | None] = {}
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = build_model_tokenizer(self.model_config)
+        return self._tokenizer
+
+    def data(self, subjects: Sequence[int], subset: str, *, train: bool, stats: FeatureStats | None = None) -> Dataset:
+        """The patients' items restricted to ``subset``'s modalities (patients with none of them left out);
+        cached vectors are standardised with ``stats`` (from the run's training split)."""
+        modalities = [m for m, used in zip(MODALITIES, subset_mask(subset), strict=True) if used]
+        if self.features is not None:
+            return feature_dataset(self.features, self.out_dir, subjects, modalities, stats=stats)
+        return HFTriDataset(
+            self.out_dir,
+            subjects,
+            tokenizer=self.tokenizer if "lab" in modalities else None,
+            max_tokens=self.model_config.text.max_length,
+            train=train,
+            seed=self.train_config.seed,
+            modalities=modalities,
+        )
+
+    def fit(self, task: str, subset: str, name: str, train_ids: Sequence[int], val_ids: Sequence[int]) -> TrainResult:
+        """Train one run (or resume it) and return its result with the best epoch's model.  Cached vectors are
+        standardised with the training split's statistics (:func:`models.features.feature_stats`), which are saved
+        as ``feature_stats.pt`` beside the checkpoints and used again for prediction."""
+        stats = None
+        if self.features is not None:
+            stats = feature_stats(self.features, train_ids)
+            (self.work_dir / name).mkdir(parents=True, exist_ok=True)
+            torch.save(stats, self.work_dir / name / "feature_stats.pt")
+        self._stats[name] = stats
+        train_data = self.data(train_ids, subset, train=True, stats=stats)
+        val_data = self.data(val_ids, subset, train=False, stats=stats)
+        result = train(
+            task,
+            subset,
+            lambda: build_model(self.model_config),
+            train_data,
+            val_data,
+            self.train_config,
+            self.work_dir / name,
+        )
+        return result
+
+    def predict(self, task: str, subset: str, run: str, result: TrainResult, subjects: Sequence[int]) -> pl.DataFrame:
+        """Predictions of run ``run``'s best model for ``subjects`` (standardised like its training data)."""
+        data = self.data(subjects, subset, train=False, stats=self._stats.get(run))
+        return predict(task, subset, result.model, data, batch_size=self.train_config.eval_batch_size)
+
+
+def build_model_tokenizer(model_config: ModelConfig):
+    """The text encoder's WordPiece tokenizer without building the encoders (for raw-data datasets)."""
+    text = model_config.text
+    return load_wordpiece_tokenizer(text.folder or text.vocab, lowercase=text.lowercase, max_length=text.max_length)
+
+
+def _check_subset(task: str, subset: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown modality subset {subset!r}; expected one of {SUBSETS}")
+
+
+def _summary(results: Sequence[TrainResult], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {"runs": [r.to_dict() for r in results], **(extra or {})}
+
+
+def run_diagnosis(experiment: Experiment, subset: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Train on the diagnosis train split and predict train, val and test. Returns (predictions, summary)."""
+    _check_subset("diagnosis", subset)
+    ids = {split: split_subjects(experiment.splits, "diagnosis", split) for split in ("train", "val", "test")}
+    result = experiment.fit("diagnosis", subset, "run", ids["train"], ids["val"])
+    frames = []
+    for split, subjects in ids.items():
+        predicted = experiment.predict("diagnosis", subset, "run", result, subjects)
+        frames.append(predicted.with_columns(split=pl.lit(split)))
+    predictions = pl.concat(frames).select("subject_id", "split", "label", "score", "pred")
+    return predictions, _summary([result])
+
+
+def prognosis_folds(splits: pl.DataFrame) -> list[tuple[int, int]]:
+    """The (repeat, fold) pairs of the prognosis cross-validation, in order."""
+    folds = splits.filter(pl.col("task") == "prognosis").select("repeat", "fold").unique().sort("repeat", "fold")
+    if folds.height == 0:
+        raise ValueError("hftri/splits.parquet has no prognosis folds (no patient with follow-up?)")
+    return [tuple(row) for row in folds.iter_rows()]
+
+
+def run_prognosis(experiment: Experiment, subset: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Train and test on every (repeat, fold); predictions of each fold's test patients. Returns
+    (predictions, summary)."""
+    _check_subset("prognosis", subset)
+    frames, results = [], []
+    for repeat, fold in prognosis_folds(experiment.splits):
+        ids = {
+            split: split_subjects(experiment.splits, "prognosis", split, repeat, fold)
+            for split in ("train", "val", "test")
+        }
+        run = f"repeat{repeat}_fold{fold}"
+        result = experiment.fit("prognosis", subset, run, ids["train"], ids["val"])
+        results.append(result)
+        predicted = experiment.predict("prognosis", subset, run, result, ids["test"])
+        frames.append(
+            predicted.select(
+                "subject_id",
+                pl.lit(repeat, pl.Int64).alias("repeat"),
+                pl.lit(fold, pl.Int64).alias("fold"),
+                "time",
+                pl.col("event").cast(pl.Boolean),
+                "risk",
+            )
+        )
+    return pl.concat(frames), _summary(results)
+
+
+def run_retrieval(
+    experiment: Experiment, subset: str = "lab+ecg+echo", pool: Literal["test", "all"] = "test"
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, dict[str, Any]]:
+    """Train InfoNCE on the diagnosis train split and rank the test patients' modalities against each other.
+
+    Queries are the test patients that have both modalities of a direction (and both are in ``subset``); with
+    ``pool="test"`` the candidates are the same patients, with ``pool="all"`` every patient of the three splits
+    that has the candidate modality (more distractors). Returns (per-direction query frames keyed by direction
+    name, the embeddings of every patient (subject_id, split, emb_lab / emb_ecg / emb_echo), summary).
+    """
+    _check_subset("retrieval", subset)
+    if sum(subset_mask(subset)) < 2:
+        raise ValueError(f"retrieval needs at least two modalities, got subset {subset!r}")
+    ids = {split: split_subjects(experiment.splits, "diagnosis", split) for split in ("train", "val", "test")}
+    result = experiment.fit("retrieval", subset, "run", ids["train"], ids["val"])
+    embeddings = pl.concat(
+        [
+            experiment.predict("retrieval", subset, "run", result, subjects).with_columns(split=pl.lit(split))
+            for split, subjects in ids.items()
+        ]
+    )
+    used = [m for m, on in zip(MODALITIES, subset_mask(subset), strict=True) if on]
+    directions: dict[str, pl.DataFrame] = {}
+    for query, candidate in DIRECTIONS:
+        if query not in used or candidate not in used:
+            continue
+        both = embeddings.filter(pl.col(f"has_{query}") & pl.col(f"has_{candidate}"))
+        if pool == "test":
+            both = both.filter(pl.col("split") == "test")
+        both = both.sort(pl.col("split") != "test", "subject_id")  # test queries first: true match = column i
+        is_query = (both["split"] == "test").to_numpy()
+        if is_query.sum() < 2:
+            log.warning("retrieval %s: fewer than two test patients with both modalities", (query, candidate))
+            continue
+        # candidates in `both` order (test queries first), so the true match of query i is column i
+        similarity = cosine_similarity(_matrix(both, query)[is_query], _matrix(both, candidate))
+        ids_q = both.filter(pl.Series(is_query))["subject_id"].to_numpy()
+        directions[direction_name(query, candidate)] = retrieval_predictions(similarity, ids_q)
+    keep = ["subject_id", "split", *(f"emb_{m}" for m in MODALITIES)]
+    return directions, embeddings.select(keep), _summary([result], {"pool": pool})
+
+
+def _matrix(frame: pl.DataFrame, modality: str) -> np.ndarray:
+    return np.asarray(frame[f"emb_{modality}"].to_list(), dtype=np.float64)
+
+
+def write_summary(summary: Mapping[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    return path

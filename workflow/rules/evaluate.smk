@@ -1,0 +1,97 @@
+# Evaluation (SPEC §5): metrics with CIs per task from the saved predictions, figures, paper-style tables.
+
+
+rule evaluate_diagnosis:
+    input:
+        expand(OUT / "eval/predictions/diagnosis/{subset}.parquet", subset=trained_subsets()),
+    output:
+        results=OUT / "eval/diagnosis.parquet",
+        roc=OUT / "eval/figures/roc_diagnosis.png",
+    params:
+        subsets=trained_subsets(),
+        n_resamples=config["evaluate"]["bootstrap_resamples"],
+        seed=config["evaluate"]["seed"],
+        alpha=config["evaluate"]["alpha"],
+    log:
+        OUT / "logs/eval/diagnosis.log",
+    benchmark:
+        OUT / "benchmarks/eval/diagnosis.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,  # minutes
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/evaluate_diagnosis.py"
+
+
+rule evaluate_prognosis:
+    input:
+        expand(OUT / "eval/predictions/prognosis/{subset}.parquet", subset=trained_subsets()),
+    output:
+        results=OUT / "eval/prognosis.parquet",
+        folds=OUT / "eval/prognosis_folds.parquet",
+        km=expand(OUT / "eval/figures/km_{subset}.png", subset=trained_subsets()),
+    params:
+        subsets=trained_subsets(),
+        threshold=config["evaluate"]["km_threshold"],
+        repeat=config["evaluate"]["km_repeat"],
+    log:
+        OUT / "logs/eval/prognosis.log",
+    benchmark:
+        OUT / "benchmarks/eval/prognosis.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,  # minutes
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/evaluate_prognosis.py"
+
+
+rule evaluate_retrieval:
+    input:
+        retrieval_prediction_files(),
+    output:
+        results=OUT / "eval/retrieval.parquet",
+    params:
+        n_resamples=config["evaluate"]["bootstrap_resamples"],
+        seed=config["evaluate"]["seed"],
+        alpha=config["evaluate"]["alpha"],
+    log:
+        OUT / "logs/eval/retrieval.log",
+    benchmark:
+        OUT / "benchmarks/eval/retrieval.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,  # minutes
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/evaluate_retrieval.py"
+
+
+rule results_tables:
+    input:
+        unpack(results_inputs),
+    output:
+        OUT / "eval/RESULTS.md",
+    params:
+        tasks=trained_tasks(),
+        retrieval_subset=config["train"]["retrieval_subset"],
+        retrieval_pool=config["evaluate"]["retrieval_pool"],
+    log:
+        OUT / "logs/eval/results_tables.log",
+    benchmark:
+        OUT / "benchmarks/eval/results_tables.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,  # minutes
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/results_tables.py"

@@ -1,0 +1,35 @@
+"""Train cross-modal retrieval (InfoNCE) and rank the test patients in every direction of the subset."""
+
+from pathlib import Path
+
+import torch
+
+from hftri_mimic.logs import to_file
+from hftri_mimic.storage import write_parquet_atomic
+from models.experiment import Experiment, run_retrieval, write_summary
+from models.train import ModelConfig, TrainConfig
+
+with to_file(snakemake.log[0]) as log:
+    torch.set_num_threads(snakemake.threads)
+    features = snakemake.input.get("features")
+    experiment = Experiment(
+        out_dir=snakemake.params.out_dir,
+        model_config=ModelConfig.from_dict(snakemake.params.model),
+        train_config=TrainConfig.from_dict({**snakemake.params.optim, "threads": snakemake.threads}),
+        work_dir=snakemake.params.work_dir,
+        features=torch.load(features, weights_only=True) if features else None,
+    )
+    directions, embeddings, summary = run_retrieval(experiment, snakemake.params.subset, snakemake.params.pool)
+    for path in snakemake.output.predictions:
+        name = Path(path).stem
+        if name not in directions:
+            raise RuntimeError(f"retrieval direction {name}: fewer than two test patients have both modalities")
+        write_parquet_atomic(directions[name], path)
+    write_parquet_atomic(embeddings, snakemake.output.embeddings)
+    write_summary(summary, snakemake.output.summary)
+    log.info(
+        "retrieval on %s: %d directions, %d queries each",
+        snakemake.params.subset,
+        len(directions),
+        min(d.height for d in directions.values()),
+    )
