@@ -108,12 +108,16 @@ def _patient_values(pop: PopulationChunk, column: str) -> np.ndarray:
 
 
 def history_flags(rng: np.random.Generator, pop: PopulationChunk) -> np.ndarray:
-    """Chronic conditions per patient, (n_patients, len(HISTORY)) bool; more frequent with heart failure."""
+    """Chronic conditions per patient, (n_patients, len(HISTORY)) bool; more frequent with heart failure and with
+    the patient's lab component ``c_lab`` (the cardio-renal-metabolic state behind both the lab values and these
+    comorbidities), so that the history also carries risk of future heart failure."""
     n = pop.patients.height
     prevalent = pop.patients["_prevalent_hf"].to_numpy()
+    c_lab = pop.patients["_c_lab"].to_numpy()
     rates = np.array([base for *_, base, _ in HISTORY])
     hf_weights = np.array([w for *_, w in HISTORY])
-    return rng.random((n, len(HISTORY))) < rates + np.outer(prevalent, hf_weights)
+    latent_rates = np.clip(rates[None, :] * np.exp(0.5 * c_lab)[:, None], 0.01, 0.9)
+    return rng.random((n, len(HISTORY))) < latent_rates + np.outer(prevalent, hf_weights)
 
 
 def diagnoses_table(rng: np.random.Generator, pop: PopulationChunk, history: np.ndarray) -> pl.DataFrame:
@@ -392,10 +396,11 @@ def omr_table(rng: np.random.Generator, pop: PopulationChunk) -> pl.DataFrame:
 
 
 def prescriptions_table(rng: np.random.Generator, pop: PopulationChunk, first_pharmacy_id: int) -> pl.DataFrame:
-    """Drug orders per admission; heart-failure patients get cardiac drugs more often (drug history)."""
+    """Drug orders per admission; heart-failure patients, and to a lesser degree patients with a high ``c_lab``
+    (treated hypertension, renal disease), get cardiac drugs more often (drug history)."""
     adm = pop.admissions
     m = adm.height
-    prevalent = _patient_values(pop, "_prevalent_hf")
+    prevalent = _patient_values(pop, "_prevalent_hf") + 0.4 * np.clip(_patient_values(pop, "_c_lab"), 0, 2)
     names = np.array([d[0] for d in DRUGS], dtype=object)
     weight = np.array([d[10] for d in DRUGS])
     base = np.where(np.array([d[9] for d in DRUGS]) == "other", 0.55, 0.12)

@@ -95,13 +95,13 @@ def ecg_records(
     subject = pop.patients["subject_id"].to_numpy()[pidx_all]
     study = unique_ids(rng, k, id_low, id_high)
     c_ecg = pop.patients["_c_ecg"].to_numpy()[pidx_all]
-    observed = c_ecg + rng.normal(0, 0.35, k)  # record-to-record variation of the same heart
+    observed = c_ecg + rng.normal(0, 0.25, k)  # record-to-record variation of the same heart
     frame = pl.DataFrame(
         {
             "subject_id": subject,
             "study_id": study,
             "ecg_time": np.concatenate(times).astype("datetime64[ms]"),
-            "_qrs_ms": np.clip(94 + 17 * observed, 70, 170),
+            "_qrs_ms": np.clip(96 + 22 * observed, 70, 180),
             "_t_amp": np.clip(0.95 - 0.45 * observed, -0.9, 1.5),
             "_hr": np.clip(rng.normal(74, 11, k) + 4 * observed, 45, 130),
             # Recording faults seen in real archives (lead off, saturation, electrode motion): ~3%.
@@ -195,7 +195,7 @@ def echo_studies(
     k = len(pidx_all)
     study_time = np.concatenate(times).astype("datetime64[ms]")
     subject = pop.patients["subject_id"].to_numpy()[pidx_all]
-    observed = pop.patients["_c_echo"].to_numpy()[pidx_all] + rng.normal(0, 0.3, k)
+    observed = pop.patients["_c_echo"].to_numpy()[pidx_all] + rng.normal(0, 0.2, k)
     has_note = rng.random(k) < 0.7
     note_seq = rng.integers(1, 80, k)
     frame = pl.DataFrame(
@@ -212,8 +212,8 @@ def echo_studies(
                     has_note, study_time.astype("datetime64[D]").astype("datetime64[ms]"), np.datetime64("NaT")
                 ).astype("datetime64[ms]")
             ),
-            "_lv_scale": np.clip(1.05 + 0.14 * observed, 0.75, 1.6),
-            "_wall_motion": np.clip(0.2 - 0.055 * observed, 0.03, 0.35),
+            "_lv_scale": np.clip(1.05 + 0.18 * observed, 0.7, 1.7),
+            "_wall_motion": np.clip(0.2 - 0.06 * observed, 0.03, 0.35),
             "_hr": np.clip(rng.normal(74, 11, k), 45, 130),
         }
     ).sort(["subject_id", "study_datetime"])
