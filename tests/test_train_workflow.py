@@ -228,4 +228,3 @@ def test_config_schema_lists_exactly_the_dataclass_fields(block, cls):
     assert listed == {f.name for f in dataclasses.fields(cls)}
     optim = set(schema["properties"]["train"]["properties"]["optim"]["properties"])
     assert optim == {f.name for f in dataclasses.fields(TrainConfig)}
-
