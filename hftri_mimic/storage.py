@@ -6,7 +6,9 @@ under a temporary name and renamed when complete, so a killed job never leaves a
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +76,16 @@ def shard_store(path: Path | str) -> Iterator[zarr.Group]:
     group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
     yield group
     tmp.rename(path)
+
+
+def write_text_atomic(text: str, path: Path | str) -> None:
+    """Write ``text`` to a unique temporary file beside ``path`` and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path | str) -> None:

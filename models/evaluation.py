@@ -503,9 +503,25 @@ def retrieval_metrics(
     n_q, n_c = sim.shape
     labels = np.eye(n_q, n_c, dtype=bool)
     lrap = float(label_ranking_average_precision_score(labels, sim))
-    ranks = true_match_ranks(sim)
+    rows = retrieval_metrics_from_ranks(true_match_ranks(sim), n_resamples=n_resamples, seed=seed, alpha=alpha, ks=ks)
+    rows[0]["value"] = lrap
+    return rows
+
+
+def retrieval_metrics_from_ranks(
+    ranks: np.ndarray,
+    n_resamples: int = 1000,
+    seed: int | None = 0,
+    *,
+    alpha: float = 0.05,
+    ks: Sequence[int] = (1, 2),
+) -> list[dict[str, Any]]:
+    """LRAP, Recall@k with bootstrap CIs from the rank of each query's true match (1 = best, ties counted
+    against the query). With one relevant candidate per query, sklearn's ``label_ranking_average_precision_score``
+    equals mean(1 / rank); the metrics are means of per-query terms, so resampling queries resamples these terms."""
+    ranks = np.asarray(ranks, dtype=np.float64)
     ci = bootstrap_ci(np.mean, 1.0 / ranks, n_resamples=n_resamples, seed=seed, alpha=alpha)
-    rows = [{**_ci_row("lrap", ci), "value": lrap}]
+    rows = [_ci_row("lrap", ci)]
     for k in ks:
         ci = bootstrap_ci(np.mean, (ranks <= k).astype(float), n_resamples=n_resamples, seed=seed, alpha=alpha)
         rows.append(_ci_row(f"recall@{k}", ci))

@@ -36,11 +36,12 @@ import torch
 from sklearn.metrics.pairwise import cosine_similarity
 from torch.utils.data import Dataset
 
+from hftri_mimic.storage import write_text_atomic
 from models.config import DIRECTIONS, MODALITIES, SUBSETS, TASKS, direction_name, subset_mask
 from models.data import HFTriDataset
 from models.encoders.text import load_wordpiece_tokenizer
 from models.evaluation import retrieval_predictions
-from models.features import FeatureStats, feature_dataset, feature_stats
+from models.features import FeatureStats, feature_dataset, feature_stats, save_atomic
 from models.train import ModelConfig, TrainConfig, TrainResult, build_model, predict, train
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,27 @@ class Experiment:
         self._tokenizer = None
         self._stats: dict[str, FeatureStats | None] = {}
 
+    @classmethod
+    def from_settings(
+        cls,
+        out_dir: str | Path,
+        model: Mapping[str, Any],
+        optim: Mapping[str, Any],
+        work_dir: str | Path,
+        *,
+        threads: int,
+        features_path: str | Path | None = None,
+    ) -> Experiment:
+        """An experiment from the workflow's config values (``model`` and ``train.optim`` blocks), with the cached
+        encoder features read from ``features_path`` when given."""
+        return cls(
+            out_dir=Path(out_dir),
+            model_config=ModelConfig.from_dict(model),
+            train_config=TrainConfig.from_dict({**optim, "threads": threads}),
+            work_dir=Path(work_dir),
+            features=torch.load(features_path, weights_only=True) if features_path else None,
+        )
+
     @property
     def tokenizer(self):
         if self._tokenizer is None:
@@ -118,8 +140,7 @@ class Experiment:
         stats = None
         if self.features is not None:
             stats = feature_stats(self.features, train_ids)
-            (self.work_dir / name).mkdir(parents=True, exist_ok=True)
-            torch.save(stats, self.work_dir / name / "feature_stats.pt")
+            save_atomic(stats, self.work_dir / name / "feature_stats.pt")
         self._stats[name] = stats
         train_data = self.data(train_ids, subset, train=True, stats=stats)
         val_data = self.data(val_ids, subset, train=False, stats=stats)
@@ -252,7 +273,5 @@ def _matrix(frame: pl.DataFrame, modality: str) -> np.ndarray:
 
 
 def write_summary(summary: Mapping[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    return path
+    write_text_atomic(json.dumps(summary, indent=1, default=str) + "\n", path)
+    return Path(path)

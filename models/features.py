@@ -59,6 +59,7 @@ __all__ = [
     "file_digest",
     "load_or_encode",
     "project",
+    "save_atomic",
     "state_digest",
 ]
 
@@ -240,7 +241,9 @@ def encode_all(
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a unique temporary file beside ``path``, renamed over it when complete."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -287,7 +290,7 @@ def load_or_encode(
     features = encode_all(
         model, dataset, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress
     )
-    _save_atomic({**features, "key": key}, path)
+    save_atomic({**features, "key": key}, path)
     path.with_suffix(".json").write_text(json.dumps({"key": key, **description}, indent=1, sort_keys=True, default=str))
     log.info("feature cache written: %s (%d patients)", path, len(features["subject_id"]))
     return features, path

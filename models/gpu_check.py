@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from models.data import HFTriDataset, make_loader
-from models.train import ModelConfig, TrainConfig, _autocast, _to, _use_amp, build_model, forward_batch, pick_device
+from models.train import ModelConfig, TrainConfig, _forward_loss, _to, _use_amp, build_model, pick_device
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     seen, started, first_batch = 0, time.perf_counter(), None
     for batch in loader:
         batch = _to(batch, device)
-        with _autocast(amp):
-            loss = model.loss(forward_batch(model, batch, "lab+ecg+echo", "diagnosis"), batch)["loss"]
+        _, loss = _forward_loss(model, batch, "lab+ecg+echo", "diagnosis", amp)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -16,14 +16,13 @@ import polars as pl
 from models.evaluation import (
     DIRECTIONS,
     KMCurve,
-    _ci_row,
-    bootstrap_ci,
     diagnosis_metrics,
     direction_name,
     km_groups,
     prognosis_fold_frame,
     prognosis_metrics,
     results_frame,
+    retrieval_metrics_from_ranks,
     table2_markdown,
     table3_markdown,
     validate_predictions,
@@ -63,21 +62,6 @@ def prognosis_results(
         folds.append(prognosis_fold_frame(frame).select(pl.lit(subset).alias("subset"), pl.all()))
         km[subset] = km_groups(frame, threshold, repeat)
     return pl.concat(frames), pl.concat(folds), km
-
-
-def retrieval_metrics_from_ranks(
-    ranks: np.ndarray, *, n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05, ks: tuple[int, ...] = (1, 2)
-) -> list[dict]:
-    """LRAP, Recall@k with bootstrap CIs from the rank of each query's true match (1 = best, ties counted
-    against the query).  With one relevant candidate per query, sklearn's ``label_ranking_average_precision_score``
-    equals mean(1 / rank) (tests/test_train_workflow.py checks it on the saved embeddings)."""
-    ranks = np.asarray(ranks, dtype=np.float64)
-    rows = [_ci_row("lrap", bootstrap_ci(np.mean, 1.0 / ranks, n_resamples=n_resamples, seed=seed, alpha=alpha))]
-    for k in ks:
-        hits = (ranks <= k).astype(float)
-        ci = bootstrap_ci(np.mean, hits, n_resamples=n_resamples, seed=seed, alpha=alpha)
-        rows.append(_ci_row(f"recall@{k}", ci))
-    return rows
 
 
 def retrieval_results(

@@ -39,7 +39,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,12 +53,13 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import Dataset
 from transformers.optimization import Adafactor
 
+from hftri_mimic.storage import write_text_atomic
 from models.config import MODALITIES, SUBSETS, TASKS, TGMMConfig
 from models.data import make_loader
 from models.encoders.ecg import STMEMConfig, STMEMEncoder
 from models.encoders.echo import EchoEncoderConfig, EchoPrimeEncoder
 from models.encoders.text import TextEncoder, TextEncoderConfig
-from models.features import project
+from models.features import project, save_atomic
 from models.multimodal import MultimodalTGMM
 from models.tgmm import TGMMOutput
 
@@ -261,6 +261,15 @@ def forward_batch(model: MultimodalTGMM, batch: Mapping[str, Tensor], subset: st
     return model(batch, subset, task)
 
 
+def _forward_loss(
+    model: MultimodalTGMM, batch: Mapping[str, Tensor], subset: str, task: str, amp: bool
+) -> tuple[TGMMOutput, Tensor]:
+    """One forward pass and the task's total loss, under bf16 autocast when ``amp``."""
+    with _autocast(amp):
+        outputs = forward_batch(model, batch, subset, task)
+        return outputs, model.loss(outputs, batch)["loss"]
+
+
 def _targets(data: Dataset) -> dict[str, np.ndarray]:
     """Labels of a dataset without reading its signals (HFTriDataset arrays or FeatureSet tensors)."""
     if hasattr(data, "tensors"):
@@ -286,24 +295,6 @@ def _finite_or_none(value: float) -> float | None:
     """JSON has no NaN / inf: a non-finite number is logged as null."""
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- model state in checkpoints
@@ -405,9 +396,7 @@ def _collect(
     total, count = 0.0, 0
     for batch in loader:
         batch = _to(batch, device)
-        with _autocast(amp):
-            outputs = forward_batch(model, batch, subset, task)
-            loss = model.loss(outputs, batch)["loss"]
+        outputs, loss = _forward_loss(model, batch, subset, task, amp)
         size = len(batch["subject_id"])
         total += float(loss) * size
         count += size
@@ -624,7 +613,7 @@ def _train(task, subset, model_or_factory, train_data, val_data, config, out, de
     if not resumed:
         best_path.unlink(missing_ok=True)
     # the log holds exactly the checkpointed epochs (a kill after a log line but before last.pt drops that line)
-    _atomic_write_text("".join(json.dumps(r) + "\n" for r in state["history"]), log_path)
+    write_text_atomic("".join(json.dumps(r) + "\n" for r in state["history"]), log_path)
 
     from tqdm.auto import tqdm
 
@@ -642,9 +631,7 @@ def _train(task, subset, model_or_factory, train_data, val_data, config, out, de
             total, count = 0.0, 0
             for batch in loader:
                 batch = _to(batch, device)
-                with _autocast(amp):
-                    outputs = forward_batch(model, batch, subset, task)
-                    loss = model.loss(outputs, batch)["loss"]
+                _, loss = _forward_loss(model, batch, subset, task, amp)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:
@@ -663,7 +650,7 @@ def _train(task, subset, model_or_factory, train_data, val_data, config, out, de
             )
             if improved:
                 state.update(best=value, best_epoch=epoch, bad_epochs=0)
-                _atomic_save(
+                save_atomic(
                     {
                         "model": _model_state(model, config.save_frozen),
                         "frozen_digest": frozen_digest,
@@ -693,7 +680,7 @@ def _train(task, subset, model_or_factory, train_data, val_data, config, out, de
             state["finished"] = stopped_early or state["epoch"] >= config.epochs
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            _atomic_save(
+            save_atomic(
                 {
                     "model": _model_state(model, config.save_frozen),
                     "frozen_digest": frozen_digest,
@@ -731,7 +718,7 @@ def _train(task, subset, model_or_factory, train_data, val_data, config, out, de
         log_path=log_path,
         model=model,
     )
-    _atomic_write_text(json.dumps(result.to_dict(), indent=1) + "\n", out / "result.json")
+    write_text_atomic(json.dumps(result.to_dict(), indent=1) + "\n", out / "result.json")
     log.info(
         "%s/%s: best %s %.4f at epoch %d of %d (%.1f s)",
         task, subset, metric, result.best_metric, result.best_epoch, result.epochs_run, result.seconds,

@@ -27,7 +27,7 @@ from models.encoders.ecg import STMEMConfig
 from models.encoders.echo import EchoEncoderConfig
 from models.encoders.text import TextEncoderConfig
 from models.experiment import Experiment, run_diagnosis
-from models.train import ModelConfig, TrainConfig
+from models.train import TrainConfig
 
 TRAIN_DEMO = {**SMALL_DEMO, "n_patients": 110, "signal_subjects": 100}
 FAST_OPTIM = {"epochs": 4, "patience": 2, "scheduler_patience": 1, "batch_size": 16, "seed": 0}
@@ -129,13 +129,8 @@ def _experiment(out: Path, work_dir: Path) -> Experiment:
     config = yaml.safe_load((out.parent / "config.yaml").read_text())
     model = config["model"]
     model["text"]["vocab"] = str(out / "text/tokenizer")
-    return Experiment(
-        out,
-        ModelConfig.from_dict(model),
-        TrainConfig.from_dict({**config["train"]["optim"], "threads": 1, "progress": False}),
-        work_dir,
-        features=torch.load(out / "train/features.pt", weights_only=True),
-    )
+    optim = {**config["train"]["optim"], "progress": False}
+    return Experiment.from_settings(out, model, optim, work_dir, threads=1, features_path=out / "train/features.pt")
 
 
 def test_same_seed_gives_the_same_predictions_as_the_workflow(out, tmp_path):

@@ -5,6 +5,7 @@ from pathlib import Path
 import polars as pl
 
 from hftri_mimic.logs import to_file
+from hftri_mimic.storage import write_text_atomic
 from models.results import results_markdown
 
 with to_file(snakemake.log[0]) as log:
@@ -23,7 +24,5 @@ with to_file(snakemake.log[0]) as log:
         retrieval_pool=snakemake.params.retrieval_pool,
         figures={k: v for k, v in figures.items() if (out.parent / v).exists()},
     )
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_text_atomic(text, out)
     log.info("results tables written for %s", ", ".join(frames))

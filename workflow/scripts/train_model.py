@@ -6,18 +6,17 @@ from hftri_mimic.logs import to_file
 from hftri_mimic.storage import write_parquet_atomic
 from models.evaluation import validate_predictions
 from models.experiment import Experiment, run_diagnosis, run_prognosis, write_summary
-from models.train import ModelConfig, TrainConfig
 
 with to_file(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)
     task, subset = snakemake.wildcards.task, snakemake.wildcards.subset
-    features = snakemake.input.get("features")
-    experiment = Experiment(
-        out_dir=snakemake.params.out_dir,
-        model_config=ModelConfig.from_dict(snakemake.params.model),
-        train_config=TrainConfig.from_dict({**snakemake.params.optim, "threads": snakemake.threads}),
-        work_dir=snakemake.params.work_dir,
-        features=torch.load(features, weights_only=True) if features else None,
+    experiment = Experiment.from_settings(
+        snakemake.params.out_dir,
+        snakemake.params.model,
+        snakemake.params.optim,
+        snakemake.params.work_dir,
+        threads=snakemake.threads,
+        features_path=snakemake.input.get("features"),
     )
     run = run_diagnosis if task == "diagnosis" else run_prognosis
     predictions, summary = run(experiment, subset)
