@@ -4,7 +4,8 @@ This is what the workflow's ``train_{task}`` rules call (``workflow/scripts/trai
 
 - **diagnosis** (:func:`run_diagnosis`): train on ``split == "train"`` of ``hftri/splits.parquet`` (task
   ``diagnosis``), early-stop on ``val``, predict every patient of the three splits. Predictions: subject_id, split,
-  label (prevalent HF), score (probability of the "heart failure" answer), pred (the most likely answer).
+  label (prevalent HF), score (probability of the "heart failure" answer, averaged over the ensemble), pred
+  (score >= the threshold most accurate on the validation split, :func:`accuracy_threshold`).
 - **prognosis** (:func:`run_prognosis`): for every (repeat, fold) of the repeated 2-fold cross-validation, train on
   that fold's ``train``, early-stop on its ``val`` and predict its ``test`` patients. Predictions: subject_id,
   repeat, fold, time, event, risk (ŷ of Eq. 14-15; higher = earlier heart failure expected).
@@ -23,6 +24,7 @@ as an uninterrupted one (:func:`models.train.train`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -33,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 import torch
+from sklearn.metrics import roc_curve
 from sklearn.metrics.pairwise import cosine_similarity
 from torch.utils.data import Dataset
 
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Experiment",
+    "accuracy_threshold",
     "prognosis_folds",
     "run_diagnosis",
     "run_prognosis",
@@ -133,10 +137,15 @@ class Experiment:
             modalities=modalities,
         )
 
-    def fit(self, task: str, subset: str, name: str, train_ids: Sequence[int], val_ids: Sequence[int]) -> TrainResult:
-        """Train one run (or resume it) and return its result with the best epoch's model.  Cached vectors are
-        standardised with the training split's statistics (:func:`models.features.feature_stats`), which are saved
-        as ``feature_stats.pt`` beside the checkpoints and used again for prediction."""
+    def fit(
+        self, task: str, subset: str, name: str, train_ids: Sequence[int], val_ids: Sequence[int]
+    ) -> list[TrainResult]:
+        """Train one run (or resume it) and return its members' results with their best epochs' models.
+
+        A run is ``train_config.ensemble[task]`` models (default 1) trained with seeds ``seed``, ``seed + 1``, ...
+        (checkpoints under ``name/`` for the first, ``name/member{k}/`` for the others).  Cached vectors are
+        standardised with the training split's statistics (:func:`models.features.feature_stats`), saved as
+        ``feature_stats.pt`` beside the first member's checkpoints and used again for prediction."""
         stats = None
         if self.features is not None:
             stats = feature_stats(self.features, train_ids)
@@ -144,21 +153,33 @@ class Experiment:
         self._stats[name] = stats
         train_data = self.data(train_ids, subset, train=True, stats=stats)
         val_data = self.data(val_ids, subset, train=False, stats=stats)
-        result = train(
-            task,
-            subset,
-            lambda: build_model(self.model_config),
-            train_data,
-            val_data,
-            self.train_config,
-            self.work_dir / name,
-        )
-        return result
+        members = self.train_config.ensemble.get(task, 1)
+        results = []
+        for k in range(members):
+            config = dataclasses.replace(self.train_config, seed=self.train_config.seed + k)
+            member_dir = self.work_dir / name if k == 0 else self.work_dir / name / f"member{k}"
+            build = lambda: build_model(self.model_config)  # noqa: E731
+            results.append(train(task, subset, build, train_data, val_data, config, member_dir))
+        return results
 
-    def predict(self, task: str, subset: str, run: str, result: TrainResult, subjects: Sequence[int]) -> pl.DataFrame:
-        """Predictions of run ``run``'s best model for ``subjects`` (standardised like its training data)."""
+    def predict(
+        self, task: str, subset: str, run: str, results: Sequence[TrainResult], subjects: Sequence[int]
+    ) -> pl.DataFrame:
+        """Predictions of run ``run``'s best models for ``subjects`` (standardised like their training data), averaged
+        over the ensemble's members: diagnosis probability and log-odds, prognosis risk and probability; ``pred`` is
+        then the answer the mean probability favours.  Retrieval embeddings come from the first member."""
         data = self.data(subjects, subset, train=False, stats=self._stats.get(run))
-        return predict(task, subset, result.model, data, batch_size=self.train_config.eval_batch_size)
+        frames = [predict(task, subset, r.model, data, batch_size=self.train_config.eval_batch_size) for r in results]
+        if len(frames) == 1 or task == "retrieval":
+            return frames[0]
+        averaged = [c for c in ("score", "logodds", "risk") if c in frames[0].columns]
+        mean = {c: np.mean([f[c].to_numpy() for f in frames], axis=0) for c in averaged}
+        if task == "diagnosis":
+            pred = (mean["score"] >= 0.5).astype(np.int64)  # candidate 1 is "heart failure"
+        else:
+            high = results[0].model.tgmm.config.high_risk_index
+            pred = np.where(mean["score"] >= 0.5, high, 1 - high).astype(np.int64)
+        return frames[0].with_columns(*(pl.Series(c, values) for c, values in mean.items()), pl.Series("pred", pred))
 
 
 def build_model_tokenizer(model_config: ModelConfig):
@@ -182,13 +203,35 @@ def run_diagnosis(experiment: Experiment, subset: str) -> tuple[pl.DataFrame, di
     """Train on the diagnosis train split and predict train, val and test. Returns (predictions, summary)."""
     _check_subset("diagnosis", subset)
     ids = {split: split_subjects(experiment.splits, "diagnosis", split) for split in ("train", "val", "test")}
-    result = experiment.fit("diagnosis", subset, "run", ids["train"], ids["val"])
+    results = experiment.fit("diagnosis", subset, "run", ids["train"], ids["val"])
     frames = []
     for split, subjects in ids.items():
-        predicted = experiment.predict("diagnosis", subset, "run", result, subjects)
+        predicted = experiment.predict("diagnosis", subset, "run", results, subjects)
         frames.append(predicted.with_columns(split=pl.lit(split)))
-    predictions = pl.concat(frames).select("subject_id", "split", "label", "score", "pred")
-    return predictions, _summary([result])
+    predictions = pl.concat(frames)
+    validation = predictions.filter(split="val")
+    threshold = accuracy_threshold(validation["score"].to_numpy(), validation["label"].to_numpy())
+    predictions = predictions.with_columns(pred=(pl.col("score") >= threshold).cast(pl.Int64))
+    predictions = predictions.select("subject_id", "split", "label", "score", "pred")
+    return predictions, _summary(results, {"threshold": threshold})
+
+
+def accuracy_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The decision threshold on ``scores`` (pred = score >= threshold) with the highest accuracy on these
+    (validation) patients; among equally accurate thresholds the middle one.
+
+    The answer probabilities of an early-stopped TGMM rank patients well but are often shifted (the answer
+    texts' language-model and unlikelihood terms move both candidates' log-likelihoods), so a fixed 0.5 can put
+    every patient in one class; choosing the threshold on the validation split keeps the test split untouched.
+    With one class only in ``scores``' labels the threshold is 0.5."""
+    labels = np.asarray(labels).astype(int)
+    if labels.min() == labels.max():
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    positives = labels.sum()
+    accuracy = (tpr * positives + (1 - fpr) * (len(labels) - positives)) / len(labels)
+    best = np.flatnonzero(np.isclose(accuracy, accuracy.max()))
+    return float(min(thresholds[best[len(best) // 2]], 1.0))
 
 
 def prognosis_folds(splits: pl.DataFrame) -> list[tuple[int, int]]:
@@ -210,9 +253,9 @@ def run_prognosis(experiment: Experiment, subset: str) -> tuple[pl.DataFrame, di
             for split in ("train", "val", "test")
         }
         run = f"repeat{repeat}_fold{fold}"
-        result = experiment.fit("prognosis", subset, run, ids["train"], ids["val"])
-        results.append(result)
-        predicted = experiment.predict("prognosis", subset, run, result, ids["test"])
+        members = experiment.fit("prognosis", subset, run, ids["train"], ids["val"])
+        results.extend(members)
+        predicted = experiment.predict("prognosis", subset, run, members, ids["test"])
         frames.append(
             predicted.select(
                 "subject_id",
@@ -240,10 +283,10 @@ def run_retrieval(
     if sum(subset_mask(subset)) < 2:
         raise ValueError(f"retrieval needs at least two modalities, got subset {subset!r}")
     ids = {split: split_subjects(experiment.splits, "diagnosis", split) for split in ("train", "val", "test")}
-    result = experiment.fit("retrieval", subset, "run", ids["train"], ids["val"])
+    results = experiment.fit("retrieval", subset, "run", ids["train"], ids["val"])
     embeddings = pl.concat(
         [
-            experiment.predict("retrieval", subset, "run", result, subjects).with_columns(split=pl.lit(split))
+            experiment.predict("retrieval", subset, "run", results, subjects).with_columns(split=pl.lit(split))
             for split, subjects in ids.items()
         ]
     )
@@ -265,7 +308,7 @@ def run_retrieval(
         ids_q = both.filter(pl.Series(is_query))["subject_id"].to_numpy()
         directions[direction_name(query, candidate)] = retrieval_predictions(similarity, ids_q)
     keep = ["subject_id", "split", *(f"emb_{m}" for m in MODALITIES)]
-    return directions, embeddings.select(keep), _summary([result], {"pool": pool})
+    return directions, embeddings.select(keep), _summary(results, {"pool": pool})
 
 
 def _matrix(frame: pl.DataFrame, modality: str) -> np.ndarray:

@@ -123,6 +123,9 @@ class TrainConfig:
     scheduler_min_lr: float = 1e-6
     amp: Literal["auto", "off", "bf16"] = "auto"  # bf16 autocast, CUDA only ('auto' = when the GPU supports it)
     seed: int = 0
+    # Models per diagnosis / prognosis run, trained with seeds seed, seed+1, ...; their predictions are averaged
+    # (a deep ensemble: on a small cohort one seed's early-stopped model varies a lot). Retrieval trains one.
+    ensemble: dict[str, int] = field(default_factory=lambda: {"diagnosis": 1, "prognosis": 1})
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = 0  # DataLoader workers for raw data (spawn context); cached features use none
     threads: int | None = None  # torch.set_num_threads when set (e.g. Snakemake's threads)
@@ -142,7 +145,10 @@ class TrainConfig:
         for task, metric in self.metrics.items():
             if task not in TASKS or metric not in METRIC_MODES:
                 raise ValueError(f"metrics: {task!r} -> {metric!r}; tasks {TASKS}, metrics {tuple(METRIC_MODES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1 or self.patience < 1:
+        for task, members in self.ensemble.items():
+            if task not in ("diagnosis", "prognosis") or not isinstance(members, int) or members < 1:
+                raise ValueError(f"ensemble: {task!r} -> {members!r}; diagnosis / prognosis -> models per run (>= 1)")
+        if min(self.epochs, self.batch_size, self.eval_batch_size, self.patience) < 1:
             raise ValueError("epochs, batch_size, eval_batch_size and patience must be >= 1")
         self.adafactor_eps = tuple(self.adafactor_eps)
 

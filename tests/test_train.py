@@ -20,6 +20,7 @@ from models.data import HFTriDataset, make_loader
 from models.encoders.ecg import STMEMConfig
 from models.encoders.echo import EchoEncoderConfig
 from models.encoders.text import TextEncoderConfig, load_wordpiece_tokenizer
+from models.experiment import Experiment, accuracy_threshold, run_diagnosis
 from models.features import cache_key, feature_dataset, load_or_encode, project
 from models.train import ModelConfig, TrainConfig, build_model, load_checkpoint, predict, train
 
@@ -354,3 +355,43 @@ def test_raw_data_path_trains_unfrozen_encoders(out, tokenizer, splits, tmp_path
     assert not torch.equal(result.model.ecg.vit.block0.ff.fn.net[0].weight.cpu(), initial), "the last ECG block trains"
     pred = predict("diagnosis", "lab+ecg", result.model, va)
     assert pred["subject_id"].to_list() == [s for s in val if s not in va.dropped]
+
+
+# --------------------------------------------------------------------------- (f) seed ensembles, decision threshold
+
+
+def test_ensemble_averages_its_members_and_thresholds_on_validation(out, splits, cached, tmp_path):
+    _, features, _, _ = cached
+    config = TrainConfig(epochs=3, batch_size=8, patience=2, seed=3, ensemble={"diagnosis": 2}, progress=False)
+    experiment = Experiment(out, model_config(out), config, tmp_path, features)
+    predictions, summary = run_diagnosis(experiment, "lab+ecg")
+
+    assert len(summary["runs"]) == 2
+    assert (tmp_path / "run/best.pt").is_file() and (tmp_path / "run/member1/best.pt").is_file()
+    test_ids = subjects(splits, "diagnosis", "test")
+    stats = torch.load(tmp_path / "run/feature_stats.pt", weights_only=False)
+    data = feature_dataset(features, out, test_ids, ("lab", "ecg"), stats=stats)
+    member_scores = []
+    for folder in ("run", "run/member1"):
+        model = build_model(model_config(out))
+        load_checkpoint(model, tmp_path / folder / "best.pt")
+        member_scores.append(predict("diagnosis", "lab+ecg", model, data)["score"].to_numpy())
+    assert not np.allclose(member_scores[0], member_scores[1]), "members with other seeds must differ"
+    test = predictions.filter(split="test").sort("subject_id")
+    np.testing.assert_allclose(test["score"].to_numpy(), np.mean(member_scores, axis=0), rtol=1e-6)
+
+    # the threshold is the most accurate one on the validation split, and pred follows it on every split
+    val = predictions.filter(split="val")
+    threshold = summary["threshold"]
+    accuracy = lambda t: ((val["score"].to_numpy() >= t) == val["label"].to_numpy()).mean()  # noqa: E731
+    candidates = [*val["score"].to_list(), np.inf]
+    assert accuracy(threshold) == pytest.approx(max(accuracy(t) for t in candidates))
+    assert (predictions["pred"] == (predictions["score"] >= threshold).cast(pl.Int64)).all()
+
+
+def test_accuracy_threshold_separates_shifted_scores():
+    scores = np.array([0.80, 0.82, 0.85, 0.90, 0.91, 0.95])  # all above 0.5: a shifted but perfect ranking
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    threshold = accuracy_threshold(scores, labels)
+    assert 0.85 < threshold <= 0.90
+    assert accuracy_threshold(scores, np.zeros(6)) == 0.5
