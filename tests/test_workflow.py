@@ -84,6 +84,25 @@ def test_unchanged_config_plans_nothing(demo_run, tmp_path):
     assert rerun_plan(demo_run, tmp_path) == set()
 
 
+def reversed_keys(value, path=()):
+    """Every mapping with its keys in reverse order, except history groups and drug classes (their order is the
+    lab text's order, so it is content)."""
+    if isinstance(value, dict):
+        keep = path in {("dataset", "history_groups"), ("dataset", "drug_classes")}
+        items = list(value.items()) if keep else list(reversed(value.items()))
+        return {key: reversed_keys(item, (*path, key)) for key, item in items}
+    return value
+
+
+def test_config_resaved_with_other_key_order_plans_nothing(demo_run, tmp_path):
+    """Only the values count: the same config written with its keys in another order reruns nothing."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    (workdir / "config.yaml").write_text(yaml.safe_dump(reversed_keys(config), sort_keys=False))
+    assert planned_rules(snakemake(workdir, "-n", "--cores", "2", "dataset")) == set()
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

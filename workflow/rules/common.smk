@@ -9,6 +9,23 @@ from models.config import DIRECTIONS, SUBSETS, direction_name  # plain Python, n
 from hftri_mimic.ingest import ECG_TABLES, ECHO_TABLES, HOSP_TABLES, TABLES, SourceError, check_source_table
 from hftri_mimic.storage import shard_ids
 
+# Snakemake compares params by repr(), which keeps dict insertion order: a config.yaml re-saved with its keys in
+# another order would rerun every rule. Sorting the keys once here makes params depend on values only, except where
+# the order is content (history groups and drug classes appear in the lab text in config order).
+ORDERED_CONFIG_KEYS = {("dataset", "history_groups"), ("dataset", "drug_classes")}
+
+
+def canonical_config(value, path=()):
+    if isinstance(value, dict):
+        items = value.items() if path in ORDERED_CONFIG_KEYS else sorted(value.items())
+        return {key: canonical_config(item, (*path, key)) for key, item in items}
+    if isinstance(value, list):
+        return [canonical_config(item, path) for item in value]
+    return value
+
+
+config.update(canonical_config(dict(config)))
+
 REPO = Path(workflow.basedir)
 OUT = Path(config["out_dir"])
 SOURCE = config["source"]
