@@ -75,6 +75,7 @@ from sksurv.metrics import concordance_index_censored
 from sksurv.nonparametric import kaplan_meier_estimator
 from sksurv.util import Surv
 
+from hftri_mimic.storage import write_parquet_atomic
 from models.config import DIRECTIONS, MODALITIES, SUBSETS, TASKS, direction_name
 
 # Per-patient prediction frames, one per (task, subset): column -> polars dtype.
@@ -260,10 +261,9 @@ def predictions_path(out_dir: str | Path, task: str, subset: str) -> Path:
 
 
 def write_predictions(frame: pl.DataFrame, out_dir: str | Path, task: str, subset: str) -> Path:
-    """Validate and write a per-patient prediction frame; returns the path."""
+    """Validate and write (atomically) a per-patient prediction frame to :func:`predictions_path`; returns the path."""
     path = predictions_path(out_dir, task, subset)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    validate_predictions(frame, task).write_parquet(path)
+    write_parquet_atomic(validate_predictions(frame, task), path)
     return path
 
 

@@ -3,8 +3,7 @@
 import torch
 
 from hftri_mimic.logs import to_file
-from hftri_mimic.storage import write_parquet_atomic
-from models.evaluation import validate_predictions
+from models.evaluation import write_predictions
 from models.experiment import Experiment, run_diagnosis, run_prognosis, write_summary
 
 with to_file(snakemake.log[0]) as log:
@@ -20,6 +19,6 @@ with to_file(snakemake.log[0]) as log:
     )
     run = run_diagnosis if task == "diagnosis" else run_prognosis
     predictions, summary = run(experiment, subset)
-    write_parquet_atomic(validate_predictions(predictions, task), snakemake.output.predictions)
+    write_predictions(predictions, snakemake.params.out_dir, task, subset)  # = snakemake.output.predictions
     write_summary(summary, snakemake.output.summary)
     log.info("%s/%s: %d runs, %d predictions", task, subset, len(summary["runs"]), predictions.height)

@@ -6,6 +6,7 @@ import torch
 
 from hftri_mimic.logs import to_file
 from hftri_mimic.storage import write_parquet_atomic
+from models.evaluation import write_predictions
 from models.experiment import Experiment, run_retrieval, write_summary
 
 with to_file(snakemake.log[0]) as log:
@@ -23,7 +24,7 @@ with to_file(snakemake.log[0]) as log:
         name = Path(path).stem
         if name not in directions:
             raise RuntimeError(f"retrieval direction {name}: fewer than two test patients have both modalities")
-        write_parquet_atomic(directions[name], path)
+        write_predictions(directions[name], snakemake.params.out_dir, "retrieval", name)  # = path
     write_parquet_atomic(embeddings, snakemake.output.embeddings)
     write_summary(summary, snakemake.output.summary)
     log.info(
