@@ -30,7 +30,14 @@ from models.experiment import Experiment, run_diagnosis
 from models.train import TrainConfig
 
 TRAIN_DEMO = {**SMALL_DEMO, "n_patients": 110, "signal_subjects": 100}
-FAST_OPTIM = {"epochs": 4, "patience": 2, "scheduler_patience": 1, "batch_size": 16, "seed": 0}
+FAST_OPTIM = {
+    "epochs": 4,
+    "patience": 2,
+    "scheduler_patience": 1,
+    "batch_size": 16,
+    "seed": 0,
+    "ensemble": {"diagnosis": 2, "prognosis": 1},
+}
 
 
 def write_train_config(workdir: Path, **overrides) -> Path:

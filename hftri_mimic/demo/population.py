@@ -128,9 +128,9 @@ def draw_patients(rng: np.random.Generator, n: int, first_subject_id: int) -> pl
 
     c_lab, c_ecg, c_echo = rng.normal(size=(3, n))
     age_effect = 0.02 * (age - 64)
-    hf_score = c_lab + c_ecg + c_echo + age_effect + rng.normal(0, 0.7, n)
+    hf_score = c_lab + c_ecg + c_echo + age_effect + rng.normal(0, 0.5, n)
     prevalent = hf_score > 0.25  # about 45% prevalent, as in the paper (708 / 1524)
-    incident_score = 0.9 * c_lab + 1.0 * c_ecg + 1.1 * c_echo + age_effect + rng.normal(0, 0.8, n)
+    incident_score = 0.6 * c_lab + 1.2 * c_ecg + 1.2 * c_echo + age_effect + rng.normal(0, 0.4, n)
     return pl.DataFrame(
         {
             "subject_id": sid,
@@ -210,7 +210,7 @@ def draw_admissions(rng: np.random.Generator, patients: pl.DataFrame, first_hadm
     # Follow-up: about 56% of non-prevalent patients come back >= 30 days later (455 / 816 in the paper).
     back = rng.random(n) < 0.56
     score = patients["_incident_score"].to_numpy()
-    event_days = 35 + rng.exponential(500 * np.exp(-0.9 * score))
+    event_days = 35 + rng.exponential(500 * np.exp(-1.5 * score))
     censor_days = rng.uniform(45, 1600, n)
     event = back & ~prevalent & (event_days < censor_days)
     last_days = np.where(event, event_days, censor_days)
