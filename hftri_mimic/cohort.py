@@ -122,6 +122,7 @@ def index_admissions(
     lab_admissions: Path | str | None = None,
     ecg_admissions: Path | str | None = None,
     echo_admissions: Path | str | None = None,
+    admission_exclusions: Path | str | None = None,
     threads: int = 1,
     mem_mb: int | None = None,
 ) -> int:
@@ -130,6 +131,10 @@ def index_admissions(
 
     A modality in ``require_modalities`` must have its availability table; a modality whose table is
     given but not required still provides the chosen record (nullable ids).
+
+    ``admission_exclusions`` (the admissions rows excluded at ingest, with their subject_id) makes the
+    first step count every row of the source file. Two steps appear only when they exclude something:
+    admission rows excluded at ingest, and admissions whose subject has no usable patients row.
     """
     available = {"labs": lab_admissions, "ecg": ecg_admissions, "echo": echo_admissions}
     for modality in require_modalities:
@@ -160,20 +165,41 @@ def index_admissions(
             "echo_in_admission",
             "NULL::BIGINT AS hadm_id, NULL::BIGINT AS echo_study_id, NULL::TIMESTAMP AS echo_time",
         )
+    if admission_exclusions:
+        register_parquet(con, admission_exclusions=admission_exclusions)
+    else:
+        _empty_view(con, "admission_exclusions", "NULL::BIGINT AS subject_id")
     con.execute(f"CREATE TEMP TABLE aged AS {concept_sql('admission_age')}")
+    # Anchor age and year are never empty after ingest, so a NULL age means the patients row is missing.
     con.execute(
         """
         CREATE TEMP TABLE flags AS
         SELECT a.*,
+               true AS ingested,
+               a.age IS NOT NULL AS has_patient,
                a.age >= $min_age AS is_adult,
                hadm_id IN (SELECT hadm_id FROM lab_in_admission) AS has_labs,
                hadm_id IN (SELECT hadm_id FROM ecg_in_admission) AS has_ecg,
                hadm_id IN (SELECT hadm_id FROM echo_in_admission) AS has_echo
         FROM aged AS a
+        UNION ALL BY NAME
+        SELECT subject_id, false AS ingested, false AS has_patient, false AS is_adult,
+               false AS has_labs, false AS has_ecg, false AS has_echo
+        FROM admission_exclusions
         """,
         {"min_age": int(min_age)},
     )
-    steps = [("admissions in source", "true"), (f"age at admission < {min_age}", "is_adult")]
+    steps = [("admissions in source", "true")]
+    n_not_ingested, n_no_patient = con.execute(
+        "SELECT count(*) FILTER (WHERE NOT ingested), count(*) FILTER (WHERE ingested AND NOT has_patient) FROM flags"
+    ).fetchone()
+    if n_not_ingested:
+        steps.append(("admission row excluded at ingest (see parquet/admissions.exclusions.parquet)", "ingested"))
+    if n_no_patient:
+        steps.append(
+            ("no usable patients row for the subject (see parquet/patients.exclusions.parquet)", "has_patient")
+        )
+    steps.append((f"age at admission < {min_age}", "is_adult"))
     reasons = {
         "labs": "no configured lab item during the admission",
         "ecg": "no ECG within the admission window",

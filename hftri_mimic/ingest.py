@@ -3,6 +3,11 @@ subject and time, with the column types of the real MIMIC-IV files declared rath
 
 Later rules read only these Parquet files, so a demo source and a real download look the same
 from here on.
+
+Bad input (SPEC §6): a file that is missing, empty, unreadable or lacks a needed column is an error
+that names the file, raised by ``check_source_table`` before any job runs. A bad row is excluded with
+a named reason (``INGEST_EXCLUSIONS``) into ``<table>.exclusions.parquet`` beside the table, so that
+rows in the source = rows kept + rows excluded.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
+
 from hftri_mimic.db import connect, copy_to_parquet, sql_literal
 
 log = logging.getLogger(__name__)
@@ -22,13 +29,25 @@ log = logging.getLogger(__name__)
 class SourceTable:
     """A source file: where it lies under its root, its columns (name -> DuckDB type), the columns the
     workflow needs (a missing one is an error before any row is read) and the sort order (subject and
-    time, then a unique key, so that the Parquet file is the same bytes on every run)."""
+    time, then a unique key, so that the Parquet file is the same bytes on every run).
+
+    Row checks: ``not_null`` columns every row must have; ``key``, columns that identify a row (copies
+    of a row and rows that share a key but differ are excluded); ``checks``, (reason, SQL condition that
+    a row must meet)."""
 
     relpath: str
     columns: dict[str, str]
     required: tuple[str, ...]
     order_by: tuple[str, ...]
     layout_hint: str
+    not_null: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()
+    checks: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def needed(self) -> tuple[str, ...]:
+        """Every column the workflow reads from this file (required, sorted by, checked)."""
+        return tuple(dict.fromkeys((*self.required, *self.order_by, *self.not_null, *self.key)))
 
 
 HOSP_HINT = "MIMIC-IV v3.1 hosp/ (physionet.org/files/mimiciv/3.1/hosp/)"
@@ -49,6 +68,8 @@ TABLES: dict[str, SourceTable] = {
         ("subject_id", "gender", "anchor_age", "anchor_year", "dod"),
         ("subject_id",),
         HOSP_HINT,
+        not_null=("subject_id", "gender", "anchor_age", "anchor_year"),
+        key=("subject_id",),
     ),
     "admissions": SourceTable(
         "admissions.csv.gz",
@@ -73,6 +94,9 @@ TABLES: dict[str, SourceTable] = {
         ("subject_id", "hadm_id", "admittime", "dischtime", "race"),
         ("subject_id", "admittime", "hadm_id"),
         HOSP_HINT,
+        not_null=("subject_id", "hadm_id", "admittime", "dischtime"),
+        key=("hadm_id",),
+        checks=(("discharge_before_admission", "dischtime >= admittime"),),
     ),
     "diagnoses_icd": SourceTable(
         "diagnoses_icd.csv.gz",
@@ -86,6 +110,7 @@ TABLES: dict[str, SourceTable] = {
         ("subject_id", "hadm_id", "icd_code", "icd_version"),
         ("subject_id", "hadm_id", "seq_num"),
         HOSP_HINT,
+        not_null=("subject_id", "hadm_id", "icd_code", "icd_version"),
     ),
     "d_icd_diagnoses": SourceTable(
         "d_icd_diagnoses.csv.gz",
@@ -93,6 +118,7 @@ TABLES: dict[str, SourceTable] = {
         ("icd_code", "icd_version", "long_title"),
         ("icd_version", "icd_code"),
         HOSP_HINT,
+        not_null=("icd_code", "icd_version"),
     ),
     "labevents": SourceTable(
         "labevents.csv.gz",
@@ -117,13 +143,16 @@ TABLES: dict[str, SourceTable] = {
         ("subject_id", "hadm_id", "itemid", "charttime", "storetime", "value", "valuenum", "valueuom"),
         ("subject_id", "charttime", "labevent_id"),
         HOSP_HINT,
+        not_null=("labevent_id", "subject_id", "itemid", "charttime"),
     ),
     "d_labitems": SourceTable(
         "d_labitems.csv.gz",
         {"itemid": "BIGINT", "label": "VARCHAR", "fluid": "VARCHAR", "category": "VARCHAR"},
-        ("itemid", "label"),
+        ("itemid", "label", "fluid"),
         ("itemid",),
         HOSP_HINT,
+        not_null=("itemid",),
+        key=("itemid",),
     ),
     "omr": SourceTable(
         "omr.csv.gz",
@@ -137,6 +166,7 @@ TABLES: dict[str, SourceTable] = {
         ("subject_id", "chartdate", "result_name", "result_value"),
         ("subject_id", "chartdate", "result_name", "seq_num", "result_value"),
         HOSP_HINT,
+        not_null=("subject_id", "chartdate", "result_name"),
     ),
     "prescriptions": SourceTable(
         "prescriptions.csv.gz",
@@ -166,6 +196,7 @@ TABLES: dict[str, SourceTable] = {
         ("subject_id", "hadm_id", "starttime", "drug"),
         ("subject_id", "starttime", "pharmacy_id"),
         HOSP_HINT,
+        not_null=("subject_id",),
     ),
     "ecg_record_list": SourceTable(
         "record_list.csv",
@@ -179,6 +210,7 @@ TABLES: dict[str, SourceTable] = {
         ("subject_id", "study_id", "ecg_time", "path"),
         ("subject_id", "ecg_time", "study_id"),
         ECG_HINT,
+        not_null=("subject_id", "study_id", "ecg_time", "path"),
     ),
     "echo_study_list": SourceTable(
         "echo-study-list.csv",
@@ -193,6 +225,7 @@ TABLES: dict[str, SourceTable] = {
         ("subject_id", "study_id", "study_datetime"),
         ("subject_id", "study_datetime", "study_id"),
         ECHO_HINT,
+        not_null=("subject_id", "study_id", "study_datetime"),
     ),
     "echo_record_list": SourceTable(
         "echo-record-list.csv",
@@ -205,6 +238,7 @@ TABLES: dict[str, SourceTable] = {
         ("subject_id", "study_id", "dicom_filepath"),
         ("subject_id", "study_id", "dicom_filepath"),
         ECHO_HINT,
+        not_null=("subject_id", "study_id", "dicom_filepath"),
     ),
 }
 HOSP_TABLES = (
@@ -221,36 +255,96 @@ ECG_TABLES = ("ecg_record_list",)
 ECHO_TABLES = ("echo_study_list", "echo_record_list")
 
 
+# Why a source row is excluded at ingest (the reason column of <table>.exclusions.parquet).
+INGEST_EXCLUSIONS = {
+    "unreadable_value": "a value cannot be read as its column's type (e.g. a timestamp '2180-13-45 25:00:00')",
+    "malformed_line": "a line with too few or too many fields, an unterminated quote or invalid UTF-8",
+    "missing_value": "an empty value in a column every row must have (e.g. admittime)",
+    "discharge_before_admission": "an admission whose dischtime is before its admittime",
+    "duplicate_row": "a copy of another row with the same key (one copy is kept)",
+    "conflicting_duplicate": "rows that share a key (e.g. hadm_id) but differ: none of them is kept",
+}
+EXCLUSIONS_SCHEMA = "line BIGINT, subject_id BIGINT, reason VARCHAR, detail VARCHAR"
+
+
 class SourceError(RuntimeError):
     """A source file is missing or does not have the layout of the real download."""
 
 
 def read_header(path: Path) -> list[str]:
+    """The header of a CSV (or CSV.gz) file; an error when the file cannot be read, is empty or has a header
+    but no data row (every table the workflow reads has rows in a real release)."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", newline="") as stream:
             line = stream.readline()
-    except (OSError, EOFError) as err:
+            first_row = stream.readline()
+    except (OSError, EOFError, UnicodeDecodeError) as err:
         raise SourceError(f"{path}: cannot be read ({err})") from err
     if not line.strip():
         raise SourceError(f"{path}: empty file (expected a CSV header line)")
+    if not first_row.strip():
+        raise SourceError(f"{path}: header only, no data rows")
     return [name.strip().strip('"') for name in line.rstrip("\r\n").split(",")]
 
 
 def check_source_table(name: str, path: Path | str) -> list[str]:
-    """Check that a source file exists and has the columns the workflow needs; return its header."""
+    """Check that a source file exists, can be read, has rows and the columns the workflow needs; return
+    its header."""
     table = TABLES[name]
     path = Path(path)
-    if not path.is_file():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as err:  # e.g. a folder on the way that this user may not enter
+        raise SourceError(f"{path}: cannot be read ({err})") from err
+    if is_dir:
+        raise SourceError(f"{path}: is a directory, not a file. Expected {table.relpath} under the {table.layout_hint}")
+    if not is_file:
         raise SourceError(f"{path}: missing. Expected {table.relpath} under the {table.layout_hint}")
     header = read_header(path)
-    missing = [c for c in table.required if c not in header]
+    missing = [c for c in table.needed if c not in header]
     if missing:
         raise SourceError(
             f"{path}: missing column(s) {missing}; found {header}. "
             f"Expected the layout of {table.relpath} in the {table.layout_hint}"
         )
     return header
+
+
+def _quote(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def _row_checks(table: SourceTable, header: list[str]) -> tuple[str, str]:
+    """SQL expressions (reason, detail) naming why a row read from the CSV is excluded, NULL when it is kept.
+
+    Checked in order: empty needed values, the table's own checks, then key duplicates. Details name
+    columns, never values (they are patient data)."""
+    cases: list[tuple[str, str, str]] = []
+    if table.not_null:
+        nulls = " OR ".join(f"{_quote(c)} IS NULL" for c in table.not_null)
+        names = ", ".join(f"CASE WHEN {_quote(c)} IS NULL THEN {sql_literal(c)} END" for c in table.not_null)
+        cases.append((nulls, "'missing_value'", f"'empty: ' || concat_ws(', ', {names})"))
+    for reason, condition in table.checks:
+        cases.append((f"NOT ({condition})", sql_literal(reason), sql_literal(f"fails {condition}")))
+    if table.key:
+        key = ", ".join(_quote(c) for c in table.key)
+        row = ", ".join(_quote(c) for c in header)
+        # Rows sharing the key but not all their values: the key is ambiguous, none is kept. Exact copies:
+        # the first is kept (all copies are the same bytes, so which one does not matter).
+        per_key = f"count(*) OVER (PARTITION BY {key})"
+        per_row = f"count(*) OVER (PARTITION BY {row})"
+        copy_rank = f"row_number() OVER (PARTITION BY {row})"
+        key_names = ", ".join(table.key)
+        cases.append(
+            (f"{per_key} > {per_row}", "'conflicting_duplicate'", f"'{key_names} shared by ' || {per_key} || ' rows'")
+        )
+        cases.append((f"{copy_rank} > 1", "'duplicate_row'", f"'copy of a row with the same {key_names}'"))
+    if not cases:
+        return "NULL::VARCHAR", "NULL::VARCHAR"
+    reason = "CASE " + " ".join(f"WHEN {cond} THEN {r}" for cond, r, _ in cases) + " END"
+    detail = "CASE " + " ".join(f"WHEN {cond} THEN {d}" for cond, _, d in cases) + " END"
+    return reason, detail
 
 
 def ingest_table(
@@ -260,21 +354,89 @@ def ingest_table(
     threads: int = 1,
     mem_mb: int | None = None,
     temp_dir: Path | str | None = None,
+    exclusions_out: Path | str | None = None,
 ) -> int:
-    """Convert one source CSV to Parquet (zstd, sorted by subject and time); return the row count."""
+    """Convert one source CSV to Parquet (zstd, sorted by subject and time); return the number of rows kept.
+
+    Rows that cannot be read or fail a row check go to ``exclusions_out`` (default: ``<out
+    stem>.exclusions.parquet``) with the CSV line when known, the subject_id when readable, a reason
+    from ``INGEST_EXCLUSIONS`` and the columns concerned; rows read = rows kept + rows excluded.
+    """
     t0 = time.perf_counter()
     table = TABLES[name]
+    src, out = Path(src), Path(out)
+    exclusions_out = Path(exclusions_out) if exclusions_out else out.with_suffix(".exclusions.parquet")
     header = check_source_table(name, src)
     # Known columns get the real type; a column we do not know (a newer release) is kept as text.
     types = {c: table.columns.get(c, "VARCHAR") for c in header}
     columns = "{" + ", ".join(f"{sql_literal(c)}: {sql_literal(t)}" for c, t in types.items()) + "}"
     con = connect(threads, mem_mb, temp_dir)
     con.execute("SET preserve_insertion_order = true")
-    select = (
-        f"SELECT * FROM read_csv({sql_literal(str(src))}, header = true, columns = {columns}, "
-        f"timestampformat = '%Y-%m-%d %H:%M:%S', dateformat = '%Y-%m-%d', quote = '\"', escape = '\"') "
-        f"ORDER BY {', '.join(table.order_by)}"
+    # The dialect is fixed (no sniffing): a line DuckDB cannot parse or convert is stored in reject_errors.
+    csv = (
+        f"read_csv({sql_literal(str(src))}, auto_detect = false, header = true, delim = ',', quote = '\"', "
+        f"escape = '\"', columns = {columns}, timestampformat = '%Y-%m-%d %H:%M:%S', dateformat = '%Y-%m-%d', "
+        f"store_rejects = true)"
     )
-    rows = copy_to_parquet(con, select, out, sort=False)
-    log.info("ingest %s: %d rows in %.1f s", name, rows, time.perf_counter() - t0)
+    reason, detail = _row_checks(table, header)
+    staged = out.with_suffix(".staged.parquet")  # every row read, with its exclusion reason (NULL: kept)
+    try:
+        try:
+            copy_to_parquet(
+                con,
+                f"SELECT *, {reason} AS _reason, {detail} AS _detail FROM {csv} ORDER BY {', '.join(table.order_by)}",
+                staged,
+                sort=False,
+            )
+        except duckdb.Error as err:
+            # The first line says what went wrong; the rest may quote a row (patient data): left out.
+            message = str(err).splitlines()[0]
+            raise SourceError(
+                f"{src}: cannot be read as {table.relpath} of the {table.layout_hint} ({message})"
+            ) from None
+        rows = copy_to_parquet(
+            con,
+            f"SELECT * EXCLUDE (_reason, _detail) FROM read_parquet({sql_literal(str(staged))}) WHERE _reason IS NULL",
+            out,
+            sort=False,
+        )
+        excluded = copy_to_parquet(con, _exclusions_sql(staged, header, types), exclusions_out)
+    finally:
+        staged.unlink(missing_ok=True)
+    counts = con.execute(
+        f"SELECT reason, count(*) FROM read_parquet({sql_literal(str(exclusions_out))}) GROUP BY reason ORDER BY reason"
+    ).fetchall()
+    log.info(
+        "ingest %s: %d rows read, %d kept, %d excluded%s in %.1f s",
+        name,
+        rows + excluded,
+        rows,
+        excluded,
+        " (" + ", ".join(f"{r}: {n}" for r, n in counts) + ")" if counts else "",
+        time.perf_counter() - t0,
+    )
     return rows
+
+
+def _exclusions_sql(staged: Path, header: list[str], types: dict[str, str]) -> str:
+    """SQL: one row per excluded source row, from the staged rows' reasons and DuckDB's reject_errors (one row
+    per rejected line; the subject_id is read from the line when it is a number)."""
+    has_subject = "subject_id" in header
+    subject = (
+        f"TRY_CAST(split_part(csv_line, ',', {header.index('subject_id') + 1}) AS BIGINT)" if has_subject else "NULL"
+    )
+    declared = "CASE column_name " + " ".join(f"WHEN {sql_literal(c)} THEN {sql_literal(t)}" for c, t in types.items())
+    return f"""
+        SELECT NULL::BIGINT AS line, {"subject_id" if has_subject else "NULL"}::BIGINT AS subject_id,
+               _reason AS reason, _detail AS detail
+        FROM read_parquet({sql_literal(str(staged))})
+        WHERE _reason IS NOT NULL
+        UNION ALL
+        SELECT CAST(line AS BIGINT),
+               any_value({subject})::BIGINT,
+               CASE WHEN bool_and(error_type = 'CAST') THEN 'unreadable_value' ELSE 'malformed_line' END,
+               string_agg(DISTINCT CASE WHEN error_type = 'CAST' THEN column_name || ' is not a ' || ({declared} END)
+                                        ELSE lower(CAST(error_type AS VARCHAR)) END, '; ')
+        FROM reject_errors
+        GROUP BY line
+    """

@@ -71,6 +71,7 @@ rule index_admissions:
     input:
         unpack(cohort_modality_inputs),
         admissions=OUT / "parquet/admissions.parquet",
+        admission_exclusions=OUT / "parquet/admissions.exclusions.parquet",
         patients=OUT / "parquet/patients.parquet",
     output:
         index=OUT / "cohort/index_admissions.parquet",

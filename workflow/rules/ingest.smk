@@ -1,11 +1,13 @@
-# Ingest (SPEC §4.1): each needed source table -> Parquet, once, by DuckDB.
+# Ingest (SPEC §4.1): each needed source table -> Parquet, once, by DuckDB. Rows that cannot be read or fail a
+# row check are excluded with a named reason into {table}.exclusions.parquet (SPEC §6: in = kept + excluded).
 
 
 rule ingest_table:
     input:
         lambda wildcards: source_file(wildcards.table),
     output:
-        OUT / "parquet/{table}.parquet",
+        table=OUT / "parquet/{table}.parquet",
+        exclusions=OUT / "parquet/{table}.exclusions.parquet",
     wildcard_constraints:
         table="|".join(TABLES),
     log:

@@ -13,6 +13,7 @@ with to_file(snakemake.log[0]):
         lab_admissions=snakemake.input.get("lab_admissions"),
         ecg_admissions=snakemake.input.get("ecg_admissions"),
         echo_admissions=snakemake.input.get("echo_admissions"),
+        admission_exclusions=snakemake.input.admission_exclusions,
         threads=snakemake.threads,
         mem_mb=snakemake.resources.mem_mb,
     )

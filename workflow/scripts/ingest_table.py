@@ -5,7 +5,8 @@ with to_file(snakemake.log[0]):
     ingest_table(
         name=snakemake.wildcards.table,
         src=snakemake.input[0],
-        out=snakemake.output[0],
+        out=snakemake.output.table,
+        exclusions_out=snakemake.output.exclusions,
         threads=snakemake.threads,
         mem_mb=snakemake.resources.mem_mb,
         temp_dir=snakemake.resources.tmpdir,
