@@ -48,17 +48,40 @@ def lab_values(
     storetime_before_reference: bool,
     threads: int = 1,
     mem_mb: int | None = None,
+    exclusions_out: Path | str | None = None,
 ) -> int:
+    """Each patient's value of each configured item (``out``), and the candidate rows that are not results
+    (``exclusions_out``, default ``<out stem>.exclusions.parquet``: subject_id, itemid, labevent_id,
+    charttime, reason), so that candidate rows = results + exclusions."""
+    exclusions_out = exclusions_out or Path(out).with_suffix(".exclusions.parquet")
     con = connect(threads, mem_mb)
     _reference_view(con, index_admissions, reference)
     register_parquet(con, labevents=labevents, d_labitems=d_labitems)
-    n = copy_to_parquet(
-        con,
-        concept_sql("lab_values"),
-        out,
+    con.execute(
+        f"CREATE TEMP TABLE lab_candidates AS {concept_sql('lab_candidates')}",
         {"lab_itemids": [int(i) for i in lab_itemids], "storetime_before_reference": bool(storetime_before_reference)},
     )
-    log.info("lab values: %d (patient, item) values", n)
+    n = copy_to_parquet(con, concept_sql("lab_values"), out)
+    copy_to_parquet(
+        con,
+        "SELECT subject_id, itemid, labevent_id, charttime, exclusion AS reason FROM lab_candidates "
+        "WHERE exclusion IS NOT NULL",
+        exclusions_out,
+    )
+    counts = dict(
+        con.execute(
+            "SELECT coalesce(exclusion, 'result'), count(*) FROM lab_candidates GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    )
+    n_results = counts.pop("result", 0)
+    log.info(
+        "lab values: %d candidate rows = %d results + %d not a result %s; %d (patient, item) values",
+        n_results + sum(counts.values()),
+        n_results,
+        sum(counts.values()),
+        counts,
+        n,
+    )
     return n
 
 

@@ -7,7 +7,8 @@ rule lab_values:
         labevents=OUT / "parquet/labevents.parquet",
         d_labitems=OUT / "parquet/d_labitems.parquet",
     output:
-        OUT / "dataset/lab_values.parquet",
+        values=OUT / "dataset/lab_values.parquet",
+        exclusions=OUT / "dataset/lab_values.exclusions.parquet",
     params:
         lab_itemids=config["cohort"]["lab_itemids"],
         reference=config["dataset"]["reference_time"],
