@@ -142,7 +142,11 @@ def test_dicoms_read_back_as_ultrasound_multiframe_jpeg_ybr(with_signals):
     truth = pl.read_parquet(with_signals / "truth/echo_dicoms.parquet")
     assert set(truth["view"]) - {"still"} <= set(ECHO_VIEWS)
     kinds = {"multi": 0, "still": 0, "regions": 0, "no_regions": 0}
-    for row in listing.head(40).iter_rows(named=True):
+    # The generator cuts a few files short on purpose (the echo stage's `truncated` exclusion): read the intact.
+    truncated = set(truth.filter(defect="truncated")["dicom_filepath"])
+    intact = listing.filter(~pl.col("dicom_filepath").is_in(truncated))
+    assert intact.height < listing.height or not truncated
+    for row in intact.head(40).iter_rows(named=True):
         path = with_signals / "source/echo" / row["dicom_filepath"]
         assert re.fullmatch(
             rf"files/p{str(row['subject_id'])[:2]}/p{row['subject_id']}/s{row['study_id']}/"
