@@ -8,6 +8,7 @@ planted signal must show through the whole pipeline: raw files -> cohort -> data
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -55,3 +56,17 @@ def test_results_tables_show_the_runs(default_run):
     text = (default_run / "eval/RESULTS.md").read_text()
     assert "Table 2" in text and "Table 3" in text
     assert (default_run / "eval/figures/roc_diagnosis.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_training_and_evaluation_logs_name_no_patient(default_run):
+    """SPEC §6 on the full run: the training, evaluation and curation logs never name a cohort patient,
+    admission or study."""
+    cohort = pl.read_parquet(default_run / "cohort/cohort.parquet")
+    columns = ("subject_id", "hadm_id", "ecg_study_id", "echo_study_id")
+    ids = {str(value) for column in columns for value in cohort[column].drop_nulls().to_list()}
+    logs = list((default_run / "logs").rglob("*.log")) + list((default_run.parent / ".snakemake/log").glob("*.log"))
+    assert any("train" in str(log) for log in logs) and any("eval" in str(log) for log in logs)
+    for log in logs:
+        leaked = set(re.findall(r"\d{8}", log.read_text(errors="ignore"))) & ids
+        assert not leaked, f"{log.name} names {len(leaked)} cohort patients, admissions or studies"
