@@ -14,6 +14,7 @@ def connect(
     """An in-memory DuckDB limited to the rule's ``threads`` and ``resources.mem_mb``; sorts and joins
     that do not fit spill to ``temp_dir``."""
     con = duckdb.connect(config={"threads": max(1, int(threads))})
+    con.execute("SET enable_progress_bar = false")  # job output goes to logs, where its redraws are noise
     if mem_mb:
         # Leave room for Python and Parquet buffers outside DuckDB's own accounting.
         con.execute(f"SET memory_limit = '{max(256, int(mem_mb * 0.75))}MB'")

@@ -83,6 +83,7 @@ def run_floor(files: list[str]) -> dict:
     import duckdb
 
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     t0 = time.perf_counter()
     rows = {Path(f).name: con.execute(f"SELECT count(*) FROM read_csv('{f}')").fetchone()[0] for f in files}
     return {"seconds": time.perf_counter() - t0, "rows": rows}
@@ -97,7 +98,7 @@ def measure(kind: str, payload: dict) -> dict:
 
     code = (
         "import json, sys; from hftri_mimic.bench import cohort as b; "
-        f"print(json.dumps(b.run_{kind}(**json.loads(sys.argv[1]))))"
+        f"print('RESULT', json.dumps(b.run_{kind}(**json.loads(sys.argv[1]))))"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, json.dumps(payload)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -117,7 +118,9 @@ def measure(kind: str, payload: dict) -> dict:
     stdout, stderr = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} measurement failed:\n{stderr[-4000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
+    result = json.loads(
+        next(line for line in stdout.splitlines() if line.startswith("RESULT ")).removeprefix("RESULT ")
+    )
     result["peak_rss_mb"] = peak / 2**20
     return result
 
