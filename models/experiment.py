@@ -166,20 +166,16 @@ class Experiment:
         self, task: str, subset: str, run: str, results: Sequence[TrainResult], subjects: Sequence[int]
     ) -> pl.DataFrame:
         """Predictions of run ``run``'s best models for ``subjects`` (standardised like their training data), averaged
-        over the ensemble's members: diagnosis probability and log-odds, prognosis risk and probability; ``pred`` is
-        then the answer the mean probability favours.  Retrieval embeddings come from the first member."""
+        over the ensemble's members: diagnosis probability and log-odds, prognosis risk and probability.  An
+        ensemble's frame has no ``pred``: the callers decide (diagnosis: :func:`accuracy_threshold`).  Retrieval
+        embeddings come from the first member."""
         data = self.data(subjects, subset, train=False, stats=self._stats.get(run))
         frames = [predict(task, subset, r.model, data, batch_size=self.train_config.eval_batch_size) for r in results]
         if len(frames) == 1 or task == "retrieval":
             return frames[0]
         averaged = [c for c in ("score", "logodds", "risk") if c in frames[0].columns]
         mean = {c: np.mean([f[c].to_numpy() for f in frames], axis=0) for c in averaged}
-        if task == "diagnosis":
-            pred = (mean["score"] >= 0.5).astype(np.int64)  # candidate 1 is "heart failure"
-        else:
-            high = results[0].model.tgmm.config.high_risk_index
-            pred = np.where(mean["score"] >= 0.5, high, 1 - high).astype(np.int64)
-        return frames[0].with_columns(*(pl.Series(c, values) for c, values in mean.items()), pl.Series("pred", pred))
+        return frames[0].drop("pred").with_columns(pl.Series(c, values) for c, values in mean.items())
 
 
 def build_model_tokenizer(model_config: ModelConfig):

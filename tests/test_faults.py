@@ -85,6 +85,19 @@ def hosp(tmp_path) -> Path:
     return copy_hosp(tmp_path / "hosp")
 
 
+def configured_lab_values(cohort: Path, labevents: Path, out: Path) -> None:
+    """Lab values of the index admissions in ``cohort`` (with its d_labitems) from ``labevents``, as configured."""
+    lab_values(
+        cohort / "index_admissions.parquet",
+        labevents,
+        cohort / "d_labitems.parquet",
+        out,
+        LAB_ITEMIDS,
+        reference=CONFIG["dataset"]["reference_time"],
+        storetime_before_reference=CONFIG["dataset"]["lab_storetime_before_reference"],
+    )
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> Path:
     """The uncorrupted tables through the library: ingest, labs-only cohort (as the hosp-only workflow), lab
@@ -95,15 +108,7 @@ def clean(tmp_path_factory) -> Path:
         ingest_table(table, hosp / f"{table}.csv.gz", out / f"{table}.parquet")
     lab_admissions(out / "labevents.parquet", out / "lab_admissions.parquet", LAB_ITEMIDS)
     cohort_attrition(out, out)
-    lab_values(
-        out / "index_admissions.parquet",
-        out / "labevents.parquet",
-        out / "d_labitems.parquet",
-        out / "lab_values.parquet",
-        LAB_ITEMIDS,
-        reference=CONFIG["dataset"]["reference_time"],
-        storetime_before_reference=CONFIG["dataset"]["lab_storetime_before_reference"],
-    )
+    configured_lab_values(out, out / "labevents.parquet", out / "lab_values.parquet")
     hf_admissions(out / "diagnoses_icd.parquet", out / "hf_admissions.parquet", **HF_CODES)
     return out
 
@@ -552,15 +557,7 @@ def test_lab_value_text_is_a_result_or_a_named_exclusion(tmp_path, hosp, clean, 
     table.set(line, "valuenum", "")
     table.save()
     ingest_table("labevents", table.path, tmp_path / "labevents.parquet")
-    lab_values(
-        clean / "index_admissions.parquet",
-        tmp_path / "labevents.parquet",
-        clean / "d_labitems.parquet",
-        tmp_path / "lab_values.parquet",
-        LAB_ITEMIDS,
-        reference=CONFIG["dataset"]["reference_time"],
-        storetime_before_reference=CONFIG["dataset"]["lab_storetime_before_reference"],
-    )
+    configured_lab_values(clean, tmp_path / "labevents.parquet", tmp_path / "lab_values.parquet")
     exclusions = pl.read_parquet(tmp_path / "lab_values.exclusions.parquet")
     values = pl.read_parquet(tmp_path / "lab_values.parquet")
     expected = expected_lab_exclusions(tmp_path / "labevents.parquet", clean / "index_admissions.parquet")
