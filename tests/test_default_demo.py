@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -21,11 +22,15 @@ TRIMODAL = "lab+ecg+echo"
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory) -> Path:
+def default_run(tmp_path_factory) -> Iterator[Path]:
     workdir = tmp_path_factory.mktemp("default_demo")
     shutil.copyfile(REPO / "config.yaml", workdir / "config.yaml")  # byte for byte: the shipped defaults
     snakemake(workdir, "--cores", "2", "all", timeout=2700)
-    return workdir / "results"
+    yield workdir / "results"
+    # ~3.6 GB of raw demo files and their curated arrays, freed as soon as this module is done rather than at the
+    # session's end, so the suite's disk peak stays at one large run; evaluation tables and logs are kept.
+    for heavy in ("source", "ecg", "echo"):
+        shutil.rmtree(workdir / "results" / heavy, ignore_errors=True)
 
 
 def metric(table: pl.DataFrame, subset: str, name: str) -> float:
