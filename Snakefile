@@ -11,6 +11,9 @@ configfile: "config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/source.smk"
 include: "workflow/rules/ingest.smk"
@@ -20,6 +23,7 @@ include: "workflow/rules/echo.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/compare.smk"
 include: "workflow/rules/download.smk"
 
 
@@ -28,6 +32,21 @@ rule all:
         OUT / "hftri/DATASHEET.md",
         eval_outputs(),
     default_target: True
+
+
+rule compare:
+    # baselines and ablations against TGMM (Tables 5-6, Fig. 7 sweeps); not part of `all` (about 60 extra training
+    # jobs with the default variants)
+    input:
+        OUT / "eval/COMPARE.md",
+
+
+rule paper:
+    # everything the HTML report shows: `snakemake --cores N paper`, then
+    # `snakemake --report results/report.html paper`
+    input:
+        rules.all.input,
+        rules.compare.input,
 
 
 rule dataset:

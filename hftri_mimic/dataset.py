@@ -140,6 +140,36 @@ def table_one(manifest: pl.DataFrame, labs: pl.DataFrame) -> list[list[str]]:
     return rows
 
 
+def plot_attrition_flow(attrition: pl.DataFrame, path: Path | str) -> Path:
+    """The attrition flow diagram: one box per step with the admissions and patients left, and beside each arrow
+    what that step excluded (``attrition``: the cohort/dataset attrition table, one row per step in order)."""
+    rows = attrition.sort("reason_id").to_dicts()
+    height = 0.9 * len(rows) + 0.4
+    fig, ax = plt.subplots(figsize=(10, height))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(-height + 0.2, 0.6)
+    ax.axis("off")
+    box = {"boxstyle": "round,pad=0.35", "facecolor": "#e8f0fb", "edgecolor": "#34609b"}
+    excluded = {"boxstyle": "round,pad=0.3", "facecolor": "#fbe9e7", "edgecolor": "#b0413e"}
+    for i, row in enumerate(rows):
+        y = -0.9 * i
+        kept = f"{row['n_records']:,} admissions / {row['n_subjects']:,} patients"
+        title = row["reason"] if i == 0 else "remaining"
+        ax.text(2.8, y, f"{title}\n{kept}", ha="center", va="center", fontsize=8, bbox=box)
+        if i:
+            ax.annotate("", xy=(2.8, y + 0.22), xytext=(2.8, y + 0.68), arrowprops={"arrowstyle": "->", "lw": 1.2})
+            note = (
+                f"excluded: {row['reason']}\n{row['excluded_records']:,} admissions / "
+                f"{row['excluded_subjects']:,} patients"
+            )
+            ax.text(5.4, y + 0.45, note, ha="left", va="center", fontsize=7.5, bbox=excluded)
+    ax.set_title("Attrition: from the source admissions to the dataset", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_datasheet(
     manifest: Path | str,
     labs: Path | str,
@@ -158,6 +188,8 @@ def write_datasheet(
     figures = Path(figures_dir)
     figures.mkdir(parents=True, exist_ok=True)
     n = manifest_df.height
+
+    plot_attrition_flow(attrition_df, figures / "attrition_flow.png")
 
     value_columns = [
         c

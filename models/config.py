@@ -61,6 +61,16 @@ class TGMMConfig:
     ffn_mult: int = 4  # feed-forward width of the one-layer encoder (TGM) and decoder (response)
     dropout: float = 0.1  # attention / feed-forward dropout; not given
 
+    # --- fusion (§4.2.2) and its baselines (§5.3, Table 5) ----------------------------------------
+    # "mffm": MedFlexFusion. Baselines with the same encoders and training loop: "mean_cat" (an absent
+    # modality's embedding is replaced by the mean of the present ones, then the three are concatenated
+    # and projected) and "multisurv" (MultiSurv-style element-wise max over the present embeddings, then
+    # an MLP); see models/baselines.py. A baseline fusion gives one fused feature instead of Z_all's 7 slots.
+    fusion: Literal["mffm", "mean_cat", "multisurv"] = "mffm"
+    # Textual guidance (§4.2.3, Table 6): "human+learned" = SSTC (C_h among K learnable tokens, the
+    # proposed model); "human" = C_h only; "none" = no TGM (the response reads the fused features).
+    guidance: Literal["human+learned", "human", "none"] = "human+learned"
+
     # --- MFFM (§4.2.2, Eq. 1-8) ------------------------------------------------------------------
     mffm_proj_dim: int | None = None  # width of P(·) in Eq. 3 ("high-dimensional space"); None = dim
     # Initial λ of Eq. 3 for (t, s, m): (λ1, λ2, 1-λ1-λ2). Renormalised over the present modalities.
@@ -136,6 +146,10 @@ class TGMMConfig:
                 raise ValueError(f"task {task!r} needs at least two candidate answers")
         if not 0 <= self.high_risk_index < len(self.candidates["prognosis"]):
             raise ValueError("high_risk_index is not a prognosis candidate")
+        if self.fusion not in ("mffm", "mean_cat", "multisurv"):
+            raise ValueError(f"fusion must be mffm, mean_cat or multisurv, got {self.fusion!r}")
+        if self.guidance not in ("human+learned", "human", "none"):
+            raise ValueError(f"guidance must be human+learned, human or none, got {self.guidance!r}")
         if not 0.0 <= self.stochastic_depth <= 1.0:
             raise ValueError("stochastic_depth must lie in [0, 1]")
 

@@ -161,7 +161,7 @@ class BootstrapCI:
         return iter((self.value, self.low, self.high))
 
 
-def _defined(metric_fn: Callable[..., float], arrays: Sequence[np.ndarray]) -> float:
+def defined_metric(metric_fn: Callable[..., float], arrays: Sequence[np.ndarray]) -> float:
     """metric_fn(*arrays) as a float, NaN where the metric is undefined (raises ValueError / not finite).
 
     scikit-learn's UndefinedMetricWarning (e.g. one class only for the AUC, which then returns NaN) is
@@ -202,12 +202,12 @@ def bootstrap_ci(
         raise ValueError(f"arrays differ in length: {[len(a) for a in data]}")
     if n == 0:
         raise ValueError("bootstrap_ci got empty arrays")
-    value = _defined(metric_fn, data)
+    value = defined_metric(metric_fn, data)
     rng = np.random.default_rng(seed)
     stats = np.empty(n_resamples)
     for b in range(n_resamples):
         idx = rng.integers(0, n, size=n)
-        stats[b] = _defined(metric_fn, [a[idx] for a in data])
+        stats[b] = defined_metric(metric_fn, [a[idx] for a in data])
     valid = stats[~np.isnan(stats)]
     n_skipped = int(n_resamples - valid.size)
     if valid.size:
@@ -582,7 +582,7 @@ def write_results(frames: Sequence[pl.DataFrame], out_dir: str | Path, task: str
     return path
 
 
-def _format(row: Mapping[str, Any] | None, digits: int, ci_digits: int) -> str:
+def format_cell(row: Mapping[str, Any] | None, digits: int, ci_digits: int) -> str:
     if row is None or row["value"] is None:
         return "—"
     text = f"{row['value']:.{digits}f}"
@@ -601,12 +601,12 @@ def _column(df: pl.DataFrame, keys: Sequence[str], metric: str, digits: int, ci_
     best = max(defined) if defined else None
     cells = []
     for key, value in zip(keys, values, strict=True):
-        cell = _format(lookup.get(key), digits, ci_digits)
+        cell = format_cell(lookup.get(key), digits, ci_digits)
         cells.append(f"**{cell}**" if best is not None and value == best else cell)
     return cells
 
 
-def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -629,7 +629,7 @@ def table2_markdown(
         parts = subset.split("+")
         marks = ["✓" if m in parts else "" for m in MODALITIES]
         rows.append([*marks, *(col[i] for col in columns)])
-    return _markdown(header, rows, [":-:"] * 3 + [":--"] * 3)
+    return markdown_table(header, rows, [":-:"] * 3 + [":--"] * 3)
 
 
 def table3_markdown(retrieval_df: pl.DataFrame, *, digits: int = 3, ci_digits: int = 2) -> str:
@@ -640,14 +640,14 @@ def table3_markdown(retrieval_df: pl.DataFrame, *, digits: int = 3, ci_digits: i
     rows = []
     for metric in METRICS["retrieval"]:
         rows.append([METRIC_DISPLAY[metric], *_column(retrieval_df, keys, metric, digits, ci_digits)])
-    return _markdown(header, rows, [":--"] * len(header))
+    return markdown_table(header, rows, [":--"] * len(header))
 
 
 # ---------------------------------------------------------------------------------------------------
 # Figures
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -675,7 +675,7 @@ def plot_roc(
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate", ylabel="True positive rate", title=title)
     ax.set_aspect("equal")
     ax.legend(loc="lower right", fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_km(groups: Mapping[str, KMCurve], pvalue: float, path: str | Path, title: str = "Risk stratification") -> Path:
@@ -712,4 +712,4 @@ def plot_km(groups: Mapping[str, KMCurve], pvalue: float, path: str | Path, titl
         title=f"{title} (log-rank p = {ptext})",
     )
     ax.legend(loc="lower left", fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)

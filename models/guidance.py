@@ -84,7 +84,9 @@ class TextualGuidance(nn.Module):
         super().__init__()
         dim, proj = config.dim, config.proj_dim
         self.heads = config.heads
-        self.position = config.human_text_position
+        # Table 6's "human-defined text only" keeps C_h and drops the K learnable tokens.
+        n_learnable = config.num_learnable_tokens if config.guidance == "human+learned" else 0
+        self.position = min(config.human_text_position, n_learnable)
         self.token_embedding = token_embedding  # shared with the text encoder / response module
         emb_dim = token_embedding.embedding_dim
         self.in_proj = nn.Identity() if emb_dim == dim else nn.Linear(emb_dim, dim)
@@ -96,11 +98,16 @@ class TextualGuidance(nn.Module):
             if config.num_learnable_tokens + len(ids) > config.max_prompt_len:
                 raise ValueError(f"prompt for {task!r} is longer than max_prompt_len {config.max_prompt_len}")
             self.register_buffer(f"human_ids_{task}", torch.tensor(ids, dtype=torch.long), persistent=False)
-        init_ids = learnable_init_ids(
-            tokenizer, config.num_learnable_tokens, config.learnable_init_words, config.learnable_init_seed
+        init_ids = (
+            learnable_init_ids(tokenizer, n_learnable, config.learnable_init_words, config.learnable_init_seed)
+            if n_learnable
+            else []
         )
         self.register_buffer("learnable_init_ids", torch.tensor(init_ids, dtype=torch.long))
-        self.learnable = nn.Parameter(token_embedding.weight.detach()[self.learnable_init_ids].clone())  # C_l
+        # C_l; None without learnable tokens (an empty parameter would trip Adafactor's factored moments)
+        self.learnable = (
+            nn.Parameter(token_embedding.weight.detach()[self.learnable_init_ids].clone()) if n_learnable else None
+        )
         self.prompt_pos = nn.Parameter(torch.randn(config.max_prompt_len, dim) * 0.02)
         self.encoder = nn.TransformerEncoderLayer(  # TE: a single transformer encoder layer
             dim,
@@ -140,6 +147,8 @@ class TextualGuidance(nn.Module):
     def sstc(self, task: str) -> Tensor:
         """Concat(C_h, C_l) in token-embedding space, C_h at ``human_text_position``: (P, E)."""
         human = self.token_embedding(self.human_ids(task))
+        if self.learnable is None:
+            return human
         return torch.cat([self.learnable[: self.position], human, self.learnable[self.position :]], 0)
 
     def encode_prompt(self, task: str) -> Tensor:
@@ -188,3 +197,25 @@ class TextualGuidance(nn.Module):
             lambda_k=lam_k,
             lambda_v=lam_v,
         )
+
+
+def unguided(z_all: Tensor, slot_mask: Tensor) -> GuidanceOutput:
+    """Table 6's "no TGM": the fused features pass unchanged, with no prompt tokens for the response to read.
+
+    Inputs:  z_all (B, 7, D), slot_mask (B, 7) bool
+    Output:  GuidanceOutput with features = z_all (zeros in invalid slots), P = 0 prompt tokens, attention zeros
+    """
+    slot_mask = slot_mask.bool()
+    features = torch.where(slot_mask[..., None], z_all, torch.zeros((), dtype=z_all.dtype, device=z_all.device))
+    b, n_slots, dim = z_all.shape
+    return GuidanceOutput(
+        features=features,
+        mask=slot_mask,
+        prompt=z_all.new_zeros(b, 0, dim),
+        memory=features,
+        memory_mask=slot_mask,
+        pooled=masked_mean(features, slot_mask),
+        attention=z_all.new_zeros(b, n_slots, n_slots),
+        lambda_k=z_all.new_zeros(b, 2),
+        lambda_v=z_all.new_zeros(b, 2),
+    )

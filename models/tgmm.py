@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.baselines import build_fusion
 from models.config import MODALITIES, TASKS, TGMMConfig, subset_mask
-from models.fusion import MedFlexFusion
-from models.guidance import TextualGuidance
+from models.guidance import TextualGuidance, unguided
 from models.losses import cox_loss, info_nce, lm_loss, margin_ranking_loss, mc_loss, unlikelihood_loss
 from models.response import LinearProbe, ResponseModule, RiskHead, risk_from_loglik
 
@@ -74,8 +74,9 @@ class TGMM(nn.Module):
     def __init__(self, config: TGMMConfig, tokenizer, token_embedding: nn.Embedding):
         super().__init__()
         self.config = config
-        self.fusion = MedFlexFusion(config)
-        self.guidance = TextualGuidance(config, tokenizer, token_embedding)
+        self.fusion = build_fusion(config)  # MFFM, or a Table 5 baseline
+        # Without TGM (Table 6) no guidance weights exist, so a checkpoint cannot be mistaken for TGMM's.
+        self.guidance = TextualGuidance(config, tokenizer, token_embedding) if config.guidance != "none" else None
         self.response: ResponseModule | LinearProbe = (
             ResponseModule(config, tokenizer, token_embedding)
             if config.response_head == "decoder"
@@ -92,6 +93,11 @@ class TGMM(nn.Module):
             raise ValueError(f"present must be (B, 3), got {tuple(present.shape)}")
         return present
 
+    def _guide(self, z_all: Tensor, slot_mask: Tensor, task: str):
+        if self.guidance is None:
+            return unguided(z_all, slot_mask)
+        return self.guidance(z_all, slot_mask, task)
+
     def forward(self, features: Tensor, present: Tensor | str, task: str) -> TGMMOutput:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
@@ -102,7 +108,7 @@ class TGMM(nn.Module):
             return self._retrieval(features, present)
 
         fused = self.fusion(features, present)
-        guided = self.guidance(fused.z_all, fused.slot_mask, task)
+        guided = self._guide(fused.z_all, fused.slot_mask, task)
         response = self.response(guided, task)
         out = TGMMOutput(
             task=task,
@@ -136,7 +142,7 @@ class TGMM(nn.Module):
         alone = present[:, :, None] & torch.eye(m, dtype=torch.bool, device=features.device)  # (B, 3, 3)
         keep = present.reshape(-1)  # which (patient, modality) runs exist
         fused = self.fusion(features.repeat_interleave(m, 0)[keep], alone.reshape(b * m, m)[keep])
-        guided = self.guidance(fused.z_all, fused.slot_mask, "retrieval")
+        guided = self._guide(fused.z_all, fused.slot_mask, "retrieval")
         emb = F.normalize(self.retrieval_head(guided.pooled), dim=-1)
         embeddings = emb.new_zeros(b * m, emb.shape[-1]).index_put((keep.nonzero().squeeze(-1),), emb)
         attention = guided.attention.new_zeros(b * m, *guided.attention.shape[1:])

@@ -133,3 +133,30 @@ def mimic_run(tmp_path_factory) -> Path:
     )
     snakemake(workdir, "--cores", "2", "dataset")
     return workdir
+
+
+# The small trained run shared by the training, evaluation and compare tests: `all` on 110 demo patients with a
+# short training schedule.
+TRAIN_DEMO = {**SMALL_DEMO, "n_patients": 110, "signal_subjects": 100}
+FAST_OPTIM = {
+    "epochs": 4,
+    "patience": 2,
+    "scheduler_patience": 1,
+    "batch_size": 16,
+    "seed": 0,
+    "ensemble": {"diagnosis": 2, "prognosis": 1},
+}
+
+
+def write_train_config(workdir: Path, **overrides) -> Path:
+    base = base_config()
+    train = {**base["train"], "optim": {**base["train"]["optim"], **FAST_OPTIM}}
+    return write_config(workdir, demo=TRAIN_DEMO, train=train, **overrides)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("trained_run")
+    write_train_config(workdir)
+    snakemake(workdir, "--cores", "2", "all", timeout=1800)
+    return workdir

@@ -392,3 +392,76 @@ def test_tgmm_with_token_embeddings_narrower_than_dim(tokenizer):
     loss = model.loss(out, {"event": torch.tensor([1, 0, 1]), "time": torch.tensor([2.0, 3.0, 1.0])})["loss"]
     loss.backward()
     assert torch.isfinite(loss) and model.guidance.in_proj.weight.grad.abs().sum() > 0
+
+
+# --- 6. Table 5 baselines and Table 6 ablations ------------------------------------------------------
+
+VARIANTS = [
+    {"fusion": "mean_cat", "guidance": "none", "response_head": "linear"},
+    {"fusion": "multisurv", "guidance": "none", "response_head": "linear"},
+    {"guidance": "none"},
+    {"guidance": "human"},
+    {"response_head": "linear"},
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()))
+def test_variants_train_on_every_subset_and_ignore_absent_modalities(tokenizer, embedding, variant):
+    torch.manual_seed(0)
+    model = TGMM(small_config(**variant), tokenizer, embedding)
+    z = torch.randn(5, 3, DIM)
+    batch = {"label": torch.tensor([0, 1, 0, 1, 1]), "event": torch.tensor([1, 0, 1, 0, 1]),
+             "time": torch.tensor([2.0, 3.0, 1.0, 4.0, 5.0])}  # fmt: skip
+    for subset in SUBSETS:
+        present = torch.tensor(subset_mask(subset))
+        z_other = torch.where(present[None, :, None], z, torch.randn(5, 3, DIM) * 50)
+        for task in ("diagnosis", "prognosis"):
+            model.train()
+            model.zero_grad()
+            loss = model.loss(model(z, subset, task), batch)["loss"]
+            loss.backward()
+            assert torch.isfinite(loss), f"{variant} {task}/{subset}"
+            trained = {
+                n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum()
+            }
+            assert "fusion" in trained or "+" not in subset or variant.get("fusion") == "multisurv", trained
+            model.eval()
+            a, b = model(z, subset, task), model(z_other, subset, task)
+            assert torch.equal(a.loglik, b.loglik), f"{variant} {task}/{subset}: absent inputs changed the answer"
+
+
+def test_no_tgm_has_no_guidance_and_human_only_has_no_learnable_tokens(tokenizer, embedding):
+    unguided = TGMM(small_config(guidance="none"), tokenizer, embedding)
+    assert unguided.guidance is None and not any(n.startswith("guidance.") for n, _ in unguided.named_parameters())
+    human = TGMM(small_config(guidance="human"), tokenizer, embedding)
+    human_ids = tokenizer(TGMMConfig().prompts["diagnosis"], add_special_tokens=False)["input_ids"]
+    assert human.guidance.learnable is None
+    assert torch.equal(human.guidance.sstc("diagnosis"), embedding(torch.tensor(human_ids)))
+    full = TGMM(small_config(), tokenizer, embedding)
+    assert full.guidance.sstc("diagnosis").shape[0] == len(human_ids) + 6
+
+
+def test_mean_cat_imputes_absent_modalities_with_the_mean_of_present_ones():
+    from models.baselines import FUSED_SLOT, MeanCatFusion
+
+    torch.manual_seed(0)
+    fusion = MeanCatFusion(small_config()).eval()
+    z = torch.randn(2, 3, DIM)
+    present = torch.tensor([[True, False, True], [True, True, True]])
+    imputed = z.clone()
+    imputed[0, 1] = (z[0, 0] + z[0, 2]) / 2
+    out = fusion(z, present)
+    assert torch.allclose(out.z_all[:, FUSED_SLOT], fusion.proj(imputed.flatten(1)))
+    assert out.slot_mask.sum(-1).tolist() == [1, 1] and out.z_all.sum(-1)[:, :FUSED_SLOT].abs().max() == 0
+
+
+def test_multisurv_takes_the_elementwise_max_over_present_modalities():
+    from models.baselines import FUSED_SLOT, MultiSurvFusion
+
+    torch.manual_seed(0)
+    fusion = MultiSurvFusion(small_config()).eval()
+    z = torch.randn(2, 3, DIM)
+    z[0, 1] = 1e3  # absent: must not win the max
+    present = torch.tensor([[True, False, True], [False, True, False]])
+    expected = torch.stack([torch.maximum(z[0, 0], z[0, 2]), z[1, 1]])
+    assert torch.allclose(fusion(z, present).z_all[:, FUSED_SLOT], fusion.mlp(expected))

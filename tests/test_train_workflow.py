@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 import torch
 import yaml
-from conftest import REPO, SMALL_DEMO, planned_rules, snakemake, snakemake_command, write_config
+from conftest import REPO, planned_rules, snakemake, snakemake_command, write_config
 from sklearn.metrics import accuracy_score, label_ranking_average_precision_score, roc_auc_score
 from sklearn.metrics.pairwise import cosine_similarity
 from sksurv.metrics import concordance_index_censored
@@ -28,30 +28,6 @@ from models.encoders.echo import EchoEncoderConfig
 from models.encoders.text import TextEncoderConfig
 from models.experiment import Experiment, run_diagnosis
 from models.train import TrainConfig
-
-TRAIN_DEMO = {**SMALL_DEMO, "n_patients": 110, "signal_subjects": 100}
-FAST_OPTIM = {
-    "epochs": 4,
-    "patience": 2,
-    "scheduler_patience": 1,
-    "batch_size": 16,
-    "seed": 0,
-    "ensemble": {"diagnosis": 2, "prognosis": 1},
-}
-
-
-def write_train_config(workdir: Path, **overrides) -> Path:
-    base = yaml.safe_load((REPO / "config.yaml").read_text())
-    train = {**base["train"], "optim": {**base["train"]["optim"], **FAST_OPTIM}}
-    return write_config(workdir, demo=TRAIN_DEMO, train=train, **overrides)
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("trained_run")
-    write_train_config(workdir)
-    snakemake(workdir, "--cores", "2", "all", timeout=1800)
-    return workdir
 
 
 @pytest.fixture(scope="module")

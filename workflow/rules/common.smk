@@ -209,18 +209,32 @@ def dataset_outputs():
     ]
 
 
-def model_params():
-    """config["model"] with the text encoder's vocabulary filled in (the dataset's tokenizer) when no BERT folder
-    is given, so that a new tokenizer retrains the models."""
+def deep_merge(base, overrides):
+    """``base`` with ``overrides`` laid over it, dictionaries merged key by key (neither argument is changed)."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def model_params(variant=None):
+    """config["model"] (with a compare variant's `model` keys laid over it) and the text encoder's vocabulary
+    filled in (the dataset's tokenizer) when no BERT folder is given, so that a new tokenizer retrains the models."""
     model = copy.deepcopy(config["model"])
+    if variant is not None:
+        model = deep_merge(model, config["compare"]["variants"][variant]["model"])
     if not model["text"].get("folder"):
         model["text"]["vocab"] = str(tokenizer_folder())
     return model
 
 
-def features_cached():
+def features_cached(variant=None):
     """Every encoder frozen up to its projection: encoder features are computed once (rule encoder_features)."""
-    return all(config["model"][part].get("unfreeze_layers", 2) == 0 for part in ("text", "ecg", "echo"))
+    model = model_params(variant)
+    return all(model[part].get("unfreeze_layers", 2) == 0 for part in ("text", "ecg", "echo"))
 
 
 def training_data_inputs(wildcards):
@@ -233,7 +247,7 @@ def training_data_inputs(wildcards):
 
 def training_inputs(wildcards):
     inputs = training_data_inputs(wildcards)
-    if features_cached():
+    if features_cached(wildcards.get("variant")):
         inputs["features"] = OUT / "train/features.pt"
     return inputs
 
@@ -277,6 +291,50 @@ def results_inputs(wildcards):
     return {task: OUT / f"eval/{task}.parquet" for task in trained_tasks()}
 
 
+def variant_runs():
+    """Every compare run: {table, variant, label, task, subset} for each configured variant x its tasks x its
+    subsets that the source can serve (a variant's subsets/tasks default to train.subsets / compare.tasks)."""
+    runs = []
+    for name, variant in config["compare"]["variants"].items():
+        subsets = variant.get("subsets") or config["train"]["subsets"]
+        for task in variant.get("tasks") or config["compare"]["tasks"]:
+            for subset in subsets:
+                if subset_available(subset):
+                    runs.append({"table": variant["table"], "variant": name, "label": variant["label"], "task": task,
+                                 "subset": subset})  # fmt: skip
+    return runs
+
+
+def compare_tables_present():
+    """Table groups (fusion, ablation, sweep) with at least one run, in the order of models.compare.TABLE_TITLES."""
+    present = {run["table"] for run in variant_runs()}
+    return [table for table in ("fusion", "ablation", "sweep") if table in present]
+
+
+def variant_prediction(run):
+    return OUT / f"eval/compare/predictions/{run['variant']}/{run['task']}/{run['subset']}.parquet"
+
+
+def compare_inputs(wildcards):
+    """The variants' predictions and TGMM's on the same (task, subset) pairs."""
+    runs = variant_runs()
+    references = sorted({(run["task"], run["subset"]) for run in runs})
+    return {
+        "variants": [variant_prediction(run) for run in runs],
+        "references": [OUT / f"eval/predictions/{task}/{subset}.parquet" for task, subset in references],
+    }
+
+
+def check_compare_config():
+    """Each variant's model keys must be keys of config.yaml's `model` (the schema checks their values)."""
+    for name, variant in config["compare"]["variants"].items():
+        merged = {**config, "model": deep_merge(config["model"], variant["model"])}
+        try:
+            validate(merged, str(REPO / "workflow/schemas/config.schema.yaml"))
+        except Exception as error:  # snakemake's WorkflowError wraps the jsonschema message
+            raise ValueError(f"compare.variants.{name}.model is not a valid `model` override: {error}") from None
+
+
 def check_model_config():
     """Cross-key checks the schema cannot express, before any job runs."""
     if config["model"]["echo"].get("size") != config["echo"]["size"]:
@@ -294,3 +352,4 @@ if not IS_DEMO:
     check_real_source()
 check_echo_classifier()
 check_model_config()
+check_compare_config()

@@ -217,7 +217,13 @@ rule datasheet:
         unpack(datasheet_inputs),
     output:
         sheet=OUT / "hftri/DATASHEET.md",
-        figures=directory(OUT / "hftri/figures"),
+        figures=report(
+            directory(OUT / "hftri/figures"),
+            patterns=["{name}.png"],
+            caption="../report/dataset_figures.rst",
+            category="1. Cohort and dataset",
+            labels={"figure": "{name}"},
+        ),
     log:
         OUT / "logs/dataset/datasheet.log",
     benchmark:

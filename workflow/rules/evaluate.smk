@@ -6,7 +6,12 @@ rule evaluate_diagnosis:
         expand(OUT / "eval/predictions/diagnosis/{subset}.parquet", subset=trained_subsets()),
     output:
         results=OUT / "eval/diagnosis.parquet",
-        roc=OUT / "eval/figures/roc_diagnosis.png",
+        roc=report(
+            OUT / "eval/figures/roc_diagnosis.png",
+            caption="../report/roc.rst",
+            category="2. TGMM results",
+            labels={"figure": "ROC curves, diagnosis"},
+        ),
     params:
         subsets=trained_subsets(),
         n_resamples=config["evaluate"]["bootstrap_resamples"],
@@ -32,7 +37,15 @@ rule evaluate_prognosis:
     output:
         results=OUT / "eval/prognosis.parquet",
         folds=OUT / "eval/prognosis_folds.parquet",
-        km=expand(OUT / "eval/figures/km_{subset}.png", subset=trained_subsets()),
+        km=[
+            report(
+                OUT / f"eval/figures/km_{subset}.png",
+                caption="../report/km.rst",
+                category="2. TGMM results",
+                labels={"figure": f"Kaplan-Meier, {subset}"},
+            )
+            for subset in trained_subsets()
+        ],
     params:
         subsets=trained_subsets(),
         threshold=config["evaluate"]["km_threshold"],
@@ -78,7 +91,13 @@ rule results_tables:
     input:
         unpack(results_inputs),
     output:
-        OUT / "eval/RESULTS.md",
+        markdown=OUT / "eval/RESULTS.md",
+        html=report(
+            OUT / "eval/RESULTS.html",
+            caption="../report/results_tables.rst",
+            category="2. TGMM results",
+            labels={"table": "Tables 2-3"},
+        ),
     params:
         tasks=trained_tasks(),
         retrieval_subset=config["train"]["retrieval_subset"],

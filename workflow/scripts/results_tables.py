@@ -1,28 +1,31 @@
-"""RESULTS.md: the paper's Tables 2 and 3 for this cohort, with the figures."""
+"""RESULTS.md (with the figures) and RESULTS.html (for the report): the paper's Tables 2 and 3 for this cohort."""
 
 from pathlib import Path
 
 import polars as pl
 
 from hftri_mimic.logs import to_file
+from hftri_mimic.report import markdown_page
 from hftri_mimic.storage import write_text_atomic
 from models.results import results_markdown
 
 with to_file(snakemake.log[0]) as log:
     frames = {task: pl.read_parquet(path) for task, path in snakemake.input.items()}
-    out = Path(snakemake.output[0])
+    out = Path(snakemake.output.markdown)
     figures = {}
     if "diagnosis" in frames:
         figures["ROC curves, HF diagnosis"] = "figures/roc_diagnosis.png"
     if "prognosis" in frames:
         figures["Kaplan-Meier, lab+ecg+echo"] = "figures/km_lab+ecg+echo.png"
-    text = results_markdown(
-        frames.get("diagnosis"),
-        frames.get("prognosis"),
-        frames.get("retrieval"),
-        retrieval_subset=snakemake.params.retrieval_subset,
-        retrieval_pool=snakemake.params.retrieval_pool,
-        figures={k: v for k, v in figures.items() if (out.parent / v).exists()},
-    )
-    write_text_atomic(text, out)
+    tables = {
+        "diagnosis": frames.get("diagnosis"),
+        "prognosis": frames.get("prognosis"),
+        "retrieval": frames.get("retrieval"),
+        "retrieval_subset": snakemake.params.retrieval_subset,
+        "retrieval_pool": snakemake.params.retrieval_pool,
+    }
+    figures = {k: v for k, v in figures.items() if (out.parent / v).exists()}
+    write_text_atomic(results_markdown(**tables, figures=figures), out)
+    # the report shows the figures as results of their own
+    write_text_atomic(markdown_page(results_markdown(**tables), "TGMM results"), snakemake.output.html)
     log.info("results tables written for %s", ", ".join(frames))

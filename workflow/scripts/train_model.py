@@ -1,9 +1,11 @@
-"""Train diagnosis (train/val/test split) or prognosis (every repeat x fold) on one modality subset."""
+"""Train diagnosis (train/val/test split) or prognosis (every repeat x fold) on one modality subset: TGMM, or a
+compare variant (baseline / ablation), whose model config the rule passes in."""
 
 import torch
 
 from hftri_mimic.logs import to_file
-from models.evaluation import write_predictions
+from hftri_mimic.storage import write_parquet_atomic
+from models.evaluation import validate_predictions
 from models.experiment import Experiment, run_diagnosis, run_prognosis, write_summary
 
 with to_file(snakemake.log[0]) as log:
@@ -19,6 +21,7 @@ with to_file(snakemake.log[0]) as log:
     )
     run = run_diagnosis if task == "diagnosis" else run_prognosis
     predictions, summary = run(experiment, subset)
-    write_predictions(predictions, snakemake.params.out_dir, task, subset)  # = snakemake.output.predictions
+    write_parquet_atomic(validate_predictions(predictions, task), snakemake.output.predictions)
     write_summary(summary, snakemake.output.summary)
-    log.info("%s/%s: %d runs, %d predictions", task, subset, len(summary["runs"]), predictions.height)
+    model = snakemake.wildcards.get("variant", "tgmm")
+    log.info("%s %s/%s: %d runs, %d predictions", model, task, subset, len(summary["runs"]), predictions.height)

@@ -1,0 +1,76 @@
+# Baselines and ablations (SPEC §5, paper Tables 5-6, Fig. 7): `snakemake compare`. Each configured variant is the
+# model of config.yaml with the variant's `model` keys replaced, trained by the same script, features, splits and
+# optimiser as TGMM; the comparison pairs it with TGMM's predictions on the same patients (models/compare.py).
+
+
+wildcard_constraints:
+    variant="|".join(re.escape(v) for v in config["compare"]["variants"]) or "(?!)",
+
+
+rule train_variant:
+    input:
+        unpack(training_inputs),
+    output:
+        predictions=OUT / "eval/compare/predictions/{variant}/{task}/{subset}.parquet",
+        summary=OUT / "train/compare/{variant}/{task}/{subset}/summary.json",
+    wildcard_constraints:
+        task="diagnosis|prognosis",
+    params:
+        out_dir=OUT,
+        model=lambda wildcards: model_params(wildcards.variant),
+        optim=config["train"]["optim"],
+        work_dir=lambda wildcards: OUT / f"train/compare/{wildcards.variant}/{wildcards.task}/{wildcards.subset}",
+    log:
+        OUT / "logs/train/compare/{variant}/{task}/{subset}.log",
+    benchmark:
+        OUT / "benchmarks/train/compare/{variant}/{task}/{subset}.tsv"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=lambda wildcards: 600 if wildcards.task == "prognosis" else 120,  # minutes
+        gpu=config["train"]["gpu"],
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/train_model.py"
+
+
+rule compare_tables:
+    input:
+        unpack(compare_inputs),
+    output:
+        results=OUT / "eval/compare.parquet",
+        markdown=OUT / "eval/COMPARE.md",
+        html=report(
+            OUT / "eval/COMPARE.html",
+            caption="../report/compare_tables.rst",
+            category="3. Baselines and ablations",
+            labels={"table": "Tables 5-6, Fig. 7"},
+        ),
+        figures=[
+            report(
+                OUT / f"eval/figures/compare_{table}.png",
+                caption="../report/compare_figures.rst",
+                category="3. Baselines and ablations",
+                labels={"figure": table},
+            )
+            for table in compare_tables_present()
+        ],
+    params:
+        runs=variant_runs(),
+        tables=compare_tables_present(),
+        n_resamples=config["evaluate"]["bootstrap_resamples"],
+        seed=config["evaluate"]["seed"],
+        alpha=config["evaluate"]["alpha"],
+    log:
+        OUT / "logs/eval/compare.log",
+    benchmark:
+        OUT / "benchmarks/eval/compare.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,  # minutes
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/compare_tables.py"
