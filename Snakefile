@@ -21,6 +21,7 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/download.smk"
+include: "workflow/rules/ptbxl.smk"
 
 
 rule all:
