@@ -173,6 +173,40 @@ def test_real_kind_checks_its_root_before_any_job(tmp_path, ptbxl_demo):
     assert failed.returncode != 0 and "config ptbxl.root" in failed.stdout + failed.stderr
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        pytest.param(
+            {"folds": {"train": [1, 2, 3, 4, 5, 6, 7, 8], "val": [8], "test": [10]}},
+            "config ptbxl.folds",
+            id="fold_in_two_splits",
+        ),
+        pytest.param({"records": "records100"}, "config ptbxl.records", id="records100_below_min_fs"),
+        pytest.param({"min_likelihood": 150}, "min_likelihood", id="likelihood_above_100"),
+    ],
+)
+def test_wrong_ptbxl_config_fails_before_any_job_naming_the_key(tmp_path, change, named):
+    base = yaml.safe_load((REPO / "config.yaml").read_text())["ptbxl"]
+    write_config(tmp_path, ptbxl={**base, **change})
+    failed = snakemake(tmp_path, "-n", "ptbxl", check=False)
+    assert failed.returncode != 0 and named in failed.stdout + failed.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_malformed_scp_codes_literal_is_an_exclusion_not_a_crash(tmp_path, ptbxl_demo):
+    root, _ = ptbxl_demo
+    database = pd.read_csv(root / "ptbxl_database.csv")
+    database.loc[0, "scp_codes"] = "{'NORM': 100.0"  # cut short
+    database.loc[1, "scp_codes"] = float("nan")
+    database.to_csv(tmp_path / "ptbxl_database.csv", index=False)
+    kept, excluded = label_records(
+        tmp_path / "ptbxl_database.csv", root / "scp_statements.csv", min_likelihood=100, folds=FOLDS
+    )
+    bad = excluded.filter(reason="unreadable_scp_codes")["ecg_id"].to_list()
+    assert bad == database["ecg_id"][:2].tolist()
+    assert kept.height + excluded.height == len(database)
+
+
 PTBXL_TEST = {
     "demo": {"n_records": 560, "seed": 20252},
     # a test set of two folds (about 120 records) so that the AUC comparison is not decided by a handful of records

@@ -57,6 +57,18 @@ def ptbxl_train_inputs(wildcards):
 
 
 def check_ptbxl_config():
+    """Cross-key checks the schema cannot express, and the real release's layout, before any job runs."""
+    seen = {}
+    for split, folds in PTBXL["folds"].items():
+        for fold in folds:
+            if fold in seen:
+                raise ValueError(f"config ptbxl.folds: strat_fold {fold} is in both {seen[fold]} and {split}")
+            seen[fold] = split
+    if PTBXL["records"] == "records100" and config["ecg"]["min_fs"] > 100:
+        raise ValueError(
+            f"config ptbxl.records: records100 are sampled at 100 Hz, below ecg.min_fs ({config['ecg']['min_fs']}); "
+            "use records500 or lower ecg.min_fs"
+        )
     if PTBXL_DEMO:
         return
     if not PTBXL["root"]:
