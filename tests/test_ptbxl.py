@@ -231,7 +231,7 @@ def test_snakemake_ptbxl_writes_table4_and_the_ecg_adds_to_the_metadata(tmp_path
     assert set(auc) == {"lab", "ecg", "lab+ecg"}
     assert (results["ci_low"] <= results["value"]).all() and (results["value"] <= results["ci_high"]).all()
     assert auc["lab+ecg"] > auc["lab"], f"the planted ECG signal did not add to the metadata: {auc}"
-    assert auc["lab"] > 0.55 and auc["ecg"] > 0.6, f"each modality alone carries planted signal: {auc}"
+    assert auc["lab"] > 0.52 and auc["ecg"] > 0.6, f"each modality alone carries planted signal: {auc}"
 
     # records in = kept + excluded, at the labels and at the ECG stage, and in the attrition
     records = pl.read_parquet(out / "labels/records.parquet")
