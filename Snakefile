@@ -25,6 +25,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/download.smk"
+include: "workflow/rules/ptbxl.smk"
 
 
 rule all:
@@ -47,6 +48,7 @@ rule paper:
     input:
         rules.all.input,
         rules.compare.input,
+        rules.ptbxl.input,
 
 
 rule dataset:

@@ -56,6 +56,9 @@ def compared(trained_run, tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("compared")
     shutil.copytree(trained_run, workdir, symlinks=True, dirs_exist_ok=True)
     _with_variants(workdir, VARIANTS)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["ptbxl"]["demo"]["n_records"] = 240  # the report's Table 4 section, kept small
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     snakemake(workdir, "--cores", "2", "compare", timeout=1800)
     return workdir
 
@@ -226,6 +229,7 @@ def test_report_holds_every_section_with_a_caption(report, compared):
     expected = {
         "attrition_flow.png", "non_missing_rate.png", "history_by_cohort.png", "RESULTS.html", "roc_diagnosis.png",
         "km_lab+ecg+echo.png", "COMPARE.html", "compare_fusion.png", "compare_ablation.png", "compare_sweep.png",
+        "TABLE4.html", "roc.png",
     }  # fmt: skip
     assert expected <= names, expected - names
     for name, entry in results.items():
@@ -234,6 +238,7 @@ def test_report_holds_every_section_with_a_caption(report, compared):
     assert "Table 2" in tables["RESULTS.html"] and "Table 3" in tables["RESULTS.html"]
     assert "Table 5" in tables["COMPARE.html"] and "Table 6" in tables["COMPARE.html"]
     assert "<table>" in tables["COMPARE.html"] and "Mean-Cat" in tables["COMPARE.html"]
+    assert "Table 4" in tables["TABLE4.html"] and "<table>" in tables["TABLE4.html"]
     description = report.read_text()
     assert "HFTri-MIMIC and TGMM" in description
 
@@ -256,5 +261,5 @@ def test_report_opens_in_headless_chromium_without_errors(report, tmp_path):
         assert not [line for line in console if "Uncaught" in line or "Error" in line], console
     assert screenshot.stat().st_size > 10_000
     # the report's script ran: its navigation lists the result categories
-    for category in ("Cohort and dataset", "TGMM results", "Baselines and ablations"):
+    for category in ("Cohort and dataset", "TGMM results", "Baselines and ablations", "External validation"):
         assert category in dom.stdout, category

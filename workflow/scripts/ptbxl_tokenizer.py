@@ -1,0 +1,16 @@
+"""Demo WordPiece vocabulary of the PTB-XL metadata texts plus the task's prompt and answers."""
+
+from pathlib import Path
+
+import polars as pl
+
+from hftri_mimic.logs import to_file
+from hftri_mimic.text import build_demo_vocab
+
+with to_file(snakemake.log[0]):
+    build_demo_vocab(
+        texts=pl.read_parquet(snakemake.input[0])["text"].to_list() + list(snakemake.params.task_texts),
+        folder=Path(snakemake.output[0]).parent,
+        vocab_size=snakemake.params.vocab_size,
+        lowercase=snakemake.params.lowercase,
+    )
