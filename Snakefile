@@ -20,6 +20,7 @@ include: "workflow/rules/echo.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/explain.smk"
 include: "workflow/rules/download.smk"
 
 
@@ -27,6 +28,7 @@ rule all:
     input:
         OUT / "hftri/DATASHEET.md",
         eval_outputs(),
+        explain_outputs(),
     default_target: True
 
 
