@@ -1,0 +1,149 @@
+"""Explanations of the trimodal TGMM (models/explain.py, rule explain; paper §5.5, Figs. 8-9) on a small trained
+demo run, checked against where the demo generator planted the heart-failure signal (results/source_truth/)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from conftest import REPO, SMALL_DEMO, snakemake, write_config
+
+from hftri_mimic.demo.ecg import qrs_windows
+from hftri_mimic.demo.generate import ecg_record_rng
+from models.config import SLOTS
+
+DEMO = {**SMALL_DEMO, "n_patients": 110, "signal_subjects": 100}
+FAST_OPTIM = {"epochs": 4, "patience": 2, "scheduler_patience": 1, "batch_size": 16, "seed": 0}
+ECG_FS = 250  # the dataset stage's ECG rate: record time t ms is sample t * 250 / 1000
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory) -> Path:
+    """The trimodal diagnosis and prognosis models trained on a small demo, explained for every test patient
+    with all three modalities (up to 10 per class)."""
+    workdir = tmp_path_factory.mktemp("explained")
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    train = {
+        **base["train"],
+        "tasks": ["diagnosis", "prognosis"],
+        "subsets": ["lab+ecg+echo"],
+        "optim": {**base["train"]["optim"], **FAST_OPTIM, "ensemble": {"diagnosis": 1, "prognosis": 1}},
+    }
+    write_config(workdir, demo=DEMO, train=train, explain={**base["explain"], "patients": 10})
+    started = time.perf_counter()
+    snakemake(workdir, "--cores", "2", "explain", timeout=1800)
+    print(f"trained and explained in {time.perf_counter() - started:.0f} s")
+    return workdir / "results"
+
+
+def qrs_mask(out: Path, subject_id: int, n_samples: int) -> np.ndarray:
+    """(n_samples,) bool: the samples of the patient's stored ECG inside a QRS complex (source truth)."""
+    seed = yaml.safe_load((out.parent / "config.yaml").read_text())["demo"]["seed"]
+    study = pl.read_parquet(out / "hftri/manifest.parquet").filter(subject_id=subject_id)["ecg_study_id"][0]
+    truth = pl.read_parquet(out / "source_truth/ecg_records.parquet").filter(study_id=study).row(0, named=True)
+    windows = qrs_windows(ecg_record_rng(seed, study), qrs_ms=truth["qrs_ms"], hr_bpm=truth["hr"])
+    inside = np.zeros(n_samples, dtype=bool)
+    for start, end in windows * ECG_FS / 1000:
+        inside[int(np.floor(start)) : int(np.ceil(end))] = True
+    return inside
+
+
+def test_qrs_windows_replay_the_demo_record(tmp_path):
+    from hftri_mimic.demo.ecg import synth_ecg
+
+    signal = synth_ecg(ecg_record_rng(7, 40000001), qrs_ms=130.0, t_amp=1.0, hr_bpm=75.0)  # (5000, 12) at 500 Hz
+    windows = qrs_windows(ecg_record_rng(7, 40000001), qrs_ms=130.0, hr_bpm=75.0)
+    assert windows[0].tolist() == [200.0, 330.0], "the first full beat's QRS starts at 200 ms (ecg_intervals)"
+    energy = np.abs(signal - np.median(signal, axis=0)).sum(1)
+    inside = np.zeros(len(energy), dtype=bool)
+    for start, end in windows / 2:  # ms -> samples at 500 Hz
+        inside[int(start) : int(np.ceil(end))] = True
+    assert energy[inside].mean() > 2.5 * energy[~inside].mean(), "the windows miss the QRS complexes"
+
+
+def test_ecg_gradcam_puts_more_attribution_inside_the_planted_qrs_than_outside(explained):
+    """Grad-CAM++ mass per unit time inside the QRS windows vs outside, averaged over the heart-failure patients
+    (the demo widens the QRS with the patient's ECG component: the planted signal)."""
+    cams = pl.read_parquet(explained / "eval/explain/ecg_gradcam.parquet")
+    report = {}
+    for (task, label), part in cams.group_by(["task", "label"], maintain_order=True):
+        ratios = []
+        for (subject,), rows in part.group_by(["subject_id"], maintain_order=True):
+            cam = np.stack(rows.sort("lead_index")["cam"].to_list()).sum(0)  # over leads: (T,)
+            inside = qrs_mask(explained, subject, cam.size)
+            ratios.append(cam[inside].mean() / max(cam[~inside].mean(), 1e-12))
+        report[(task, label)] = (len(ratios), float(np.mean(ratios)), float(np.median(ratios)))
+    print("ECG Grad-CAM++ inside/outside QRS per sample (n, mean, median):", report)
+    for task in ("diagnosis", "prognosis"):
+        n, mean, median = report[(task, 1)]
+        assert n >= 3, f"{task}: only {n} heart-failure test patients with all three modalities"
+        assert mean > 1.0 and median > 1.0, f"{task}: Grad-CAM++ not concentrated on the QRS: {report}"
+
+
+@pytest.mark.xfail(
+    reason="measured on this demo: NT-proBNP tokens get 0.83x (diagnosis) and 1.08x (prognosis) the mean |attribution| "
+    "of a heart-failure patient's tokens, 0.74x / 0.97x for the others; the demo's lab encoder is a frozen, randomly "
+    "initialised 2-layer BERT whose [CLS] vector carries little of one lab value (the lab-only demo model's AUC is "
+    "about 0.7 with every lab shifted). Expected to pass with Bio-ClinicalBERT or a fine-tuned text encoder.",
+    strict=False,
+)
+def test_lab_text_attribution_on_nt_probnp_tokens_exceeds_the_average_token(explained):
+    """Mean |integrated gradients| of the NT-proBNP sentence's tokens vs the patient's mean token, averaged over
+    the heart-failure patients whose text has NT-proBNP (the demo shifts NT-proBNP most with the lab component)."""
+    tokens = pl.read_parquet(explained / "eval/explain/text_tokens.parquet").filter(pl.col("sentence") >= 0)
+    report = {}
+    for (task, label), part in tokens.group_by(["task", "label"], maintain_order=True):
+        ratios = []
+        for _, rows in part.group_by(["subject_id"], maintain_order=True):
+            size = rows["attribution"].abs()
+            bnp = rows["sentence_label"] == "NTproBNP"
+            if bnp.any():
+                ratios.append(size.filter(bnp).mean() / size.mean())
+        report[(task, label)] = (len(ratios), float(np.mean(ratios)) if ratios else float("nan"))
+    print("NT-proBNP token |attribution| / mean token (n, mean):", report)
+    for task in ("diagnosis", "prognosis"):
+        n, mean = report[(task, 1)]
+        assert n >= 1, f"{task}: no heart-failure test patient has an NT-proBNP sentence"
+        assert mean > 1.0, f"{task}: NT-proBNP tokens get no more attribution than the average token: {report}"
+
+
+def test_text_attributions_are_complete_and_written_as_html(explained):
+    """Integrated gradients' completeness (sum of attributions = score - baseline score, up to Captum's delta)
+    and the HTML colours every token."""
+    tokens = pl.read_parquet(explained / "eval/explain/text_tokens.parquet")
+    per_patient = tokens.group_by("task", "subject_id").agg(pl.col("delta").first(), pl.col("attribution").abs().sum())
+    assert (per_patient["delta"].abs() < 0.1 * per_patient["attribution"] + 1e-3).all(), per_patient
+    page = (explained / "eval/explain/text_attributions.html").read_text()
+    assert page.count("<span class='t'") == tokens.height
+    assert "rgba(220,40,40" in page and "rgba(40,90,220" in page, "no red and blue tokens"
+    for name in ("text_attributions", "ecg_gradcam", "echo_gradcam", "attention_diagnosis", "attention_prognosis"):
+        assert (explained / f"eval/explain/{name}.png").stat().st_size > 10_000, name
+
+
+def test_attention_matrices_are_distributions_per_class(explained):
+    frame = pl.read_parquet(explained / "eval/explain/attention.parquet")
+    assert set(frame["task"]) == {"diagnosis", "prognosis"} and set(frame["label"]) == {0, 1}
+    tgm = frame.filter(module="tgm").group_by("task", "label", "query").agg(pl.col("weight").sum())
+    assert tgm.height == 2 * 2 * len(SLOTS)
+    assert np.allclose(tgm["weight"], 1.0, atol=1e-5), "TGM rows (7 slots + prompt) must sum to 1"
+    mffm = frame.filter(module="mffm").group_by("task", "label", "slot", "query").agg(pl.col("weight").sum())
+    members = {row["slot"]: row["slot"].split("+") for row in mffm.iter_rows(named=True)}
+    for row in mffm.iter_rows(named=True):
+        expected = 1.0 if row["query"] in members[row["slot"]] else 0.0
+        assert row["weight"] == pytest.approx(expected, abs=1e-5), row
+
+
+def test_echo_gradcam_covers_present_views_only(explained):
+    cams = pl.read_parquet(explained / "eval/explain/echo_gradcam.parquet")
+    manifest = pl.read_parquet(explained / "hftri/manifest.parquet")
+    assert cams["cam"].list.len().n_unique() == 1
+    mass = cams.with_columns(pl.col("cam").list.sum().alias("mass"))
+    assert (mass["mass"] >= 0).all()
+    for (subject,), rows in mass.group_by(["subject_id"]):
+        assert rows["mass"].sum() > 0, "a patient's echo map is empty"
+        n_views = manifest.filter(subject_id=subject)["n_views_present"][0]
+        assert rows.filter(task=rows["task"][0])["mass"].gt(0).sum() <= n_views
