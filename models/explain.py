@@ -20,6 +20,9 @@ trained projections, the standardisation of the frozen features (``feature_stats
 the raw inputs (lab text tokens, the (12, 2500) ECG record, the echo clips), i.e. the model the workflow trained,
 run on raw data the way :mod:`models.features` encoded it.  An ensemble run is explained by its first member.
 
+Figures and the HTML page number the patients 1, 2, ... in the order of the parquet files (which carry the
+subject ids) rather than printing identifiers.
+
 Grad-CAM++ maps are kept un-normalised (ReLU of the weighted activations, no per-image min-max scaling as
 ``GradCAMPlusPlus.__call__`` would do), so leads, views, crops and patients stay comparable; figures normalise per
 patient.  The ECG encoder averages three overlapping 2250-sample crops (starts 0, 125, 250): each crop's map is
@@ -41,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from models.config import MODALITIES, SLOTS
-from models.data import HFTriDataset
+from models.data import HFTriDataset, make_loader
 from models.experiment import Experiment, prognosis_folds, split_subjects
 from models.features import FeatureStats
 from models.multimodal import MultimodalTGMM
@@ -200,13 +203,15 @@ def attention_by_class(run: ExplainedRun, experiment: Experiment, *, batch_size:
     n (patients averaged).
     """
     data = experiment.data(run.test_ids, TRIMODAL, train=False, stats=run.stats)
-    batch = data.collate_fn([data[i] for i in range(len(data))]) if not hasattr(data, "tensors") else data.tensors
-    outputs = forward_batch(run.model, batch, TRIMODAL, run.task)
-    present = batch["present"].bool().all(1)
-    labels = batch[CLASS_COLUMN[run.task]].long()
-    tgm = outputs.attention["tgm"]  # (B, 7, 7 + P)
-    tgm = torch.cat([tgm[:, :, : len(SLOTS)], tgm[:, :, len(SLOTS) :].sum(-1, keepdim=True)], dim=-1)
-    mffm = outputs.attention["mffm"]  # (B, 4, 3, 3)
+    parts: dict[str, list[Tensor]] = {"present": [], "label": [], "tgm": [], "mffm": []}
+    for batch in make_loader(data, batch_size, shuffle=False, seed=0):
+        outputs = forward_batch(run.model, batch, TRIMODAL, run.task)
+        parts["present"].append(batch["present"].bool().all(1))
+        parts["label"].append(batch[CLASS_COLUMN[run.task]].long())
+        tgm = outputs.attention["tgm"]  # (B, 7, 7 + P): the P prompt tokens summed into one key
+        parts["tgm"].append(torch.cat([tgm[:, :, : len(SLOTS)], tgm[:, :, len(SLOTS) :].sum(-1, keepdim=True)], -1))
+        parts["mffm"].append(outputs.attention["mffm"])  # (B, 4, 3, 3)
+    present, labels, tgm, mffm = (torch.cat(parts[k]) for k in ("present", "label", "tgm", "mffm"))
     shared = [s for s in SLOTS if "+" in s]
     rows = []
     for label in sorted(int(v) for v in labels[present].unique()):
@@ -438,7 +443,7 @@ def _attention_figure(frame: pl.DataFrame, task: str, path: Path) -> None:
         matrix = np.array([[tgm.filter(query=q, key=k)["weight"][0] for k in keys] for q in SLOTS])
         ax = axes[r, 0]
         ax.imshow(matrix, cmap="Reds", vmin=0)
-        ax.set_xticks(range(len(keys)), keys)
+        ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right")
         ax.set_yticks(range(len(SLOTS)), SLOTS)
         ax.set_title(f"TGM, {names[label]} (n={tgm['n'][0]})")
         for (i, j), v in np.ndenumerate(matrix):
@@ -475,10 +480,10 @@ def text_html(tokens: pl.DataFrame) -> str:
         "<h1>Lab-text token attributions (integrated gradients)</h1>",
         "<p>Red: pushes towards the positive answer (heart failure / high risk); blue: away from it.</p>",
     ]
-    for (task, subject), part in tokens.group_by(["task", "subject_id"], maintain_order=True):
+    for k, ((task, _), part) in enumerate(tokens.group_by(["task", "subject_id"], maintain_order=True), start=1):
         scale = float(part["attribution"].abs().max())
         label, score = int(part["label"][0]), float(part["score"][0])
-        parts.append(f"<h2>{html.escape(task)}: patient {subject} (class {label}, score {score:.3f})</h2><p>")
+        parts.append(f"<h2>{html.escape(task)}: patient {k} (class {label}, score {score:.3f})</h2><p>")
         for token, value in zip(part["token"], part["attribution"], strict=True):
             text = html.escape(token[2:] if token.startswith("##") else token)
             parts.append(
@@ -497,7 +502,7 @@ def _text_figure(tokens: pl.DataFrame, path: Path) -> None:
 
     groups = list(tokens.filter(pl.col("sentence") >= 0).group_by(["task", "subject_id"], maintain_order=True))
     fig, axes = plt.subplots(len(groups), 1, figsize=(9, 3.2 * max(len(groups), 1)), squeeze=False)
-    for ax, ((task, subject), part) in zip(axes[:, 0], groups, strict=True):
+    for k, (ax, ((task, _), part)) in enumerate(zip(axes[:, 0], groups, strict=True), start=1):
         sentences = part.group_by("sentence", maintain_order=True).agg(
             pl.col("sentence_label").first(), pl.col("attribution").sum()
         )
@@ -505,7 +510,7 @@ def _text_figure(tokens: pl.DataFrame, path: Path) -> None:
         ax.barh(range(len(values)), values, color=np.where(values > 0, "tab:red", "tab:blue"))
         ax.set_yticks(range(len(values)), sentences["sentence_label"].to_list(), fontsize=6)
         ax.invert_yaxis()
-        ax.set_title(f"{task}: patient {subject} (class {part['label'][0]}), attribution per sentence", fontsize=9)
+        ax.set_title(f"{task}: patient {k} (class {part['label'][0]}), attribution per sentence", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -521,7 +526,7 @@ def _ecg_figure(frame: pl.DataFrame, ecgs: Mapping[int, np.ndarray], path: Path)
 
     groups = list(frame.group_by(["task", "subject_id"], maintain_order=True))
     fig, axes = plt.subplots(len(groups), 1, figsize=(12, 4.2 * len(groups)), squeeze=False)
-    for ax, ((task, subject), part) in zip(axes[:, 0], groups, strict=True):
+    for k, (ax, ((task, subject), part)) in enumerate(zip(axes[:, 0], groups, strict=True), start=1):
         cam = np.stack(part.sort("lead_index")["cam"].to_list())  # (12, T)
         cam = cam / max(float(cam.max()), 1e-12)
         signal = ecgs[subject]
@@ -532,7 +537,7 @@ def _ecg_figure(frame: pl.DataFrame, ecgs: Mapping[int, np.ndarray], path: Path)
             ax.plot(t, lead + 0.5 - 0.45 * trace, color="black", linewidth=0.4)
         ax.set_yticks(np.arange(len(ST_MEM_LEADS)) + 0.5, ST_MEM_LEADS, fontsize=7)
         ax.set_xlabel("sample (250 Hz)")
-        ax.set_title(f"{task}: patient {subject} (class {part['label'][0]}), ECG Grad-CAM++", fontsize=9)
+        ax.set_title(f"{task}: patient {k} (class {part['label'][0]}), ECG Grad-CAM++", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -547,13 +552,17 @@ def _echo_figure(frame: pl.DataFrame, path: Path) -> None:
     from hftri_mimic.echo import VIEWS
 
     groups = list(frame.group_by(["task", "subject_id"], maintain_order=True))
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.4 * len(groups), 4), squeeze=False)
-    for ax, ((task, subject), part) in zip(axes[0], groups, strict=True):
+    cols = min(len(groups), 4)
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(groups) :]:
+        ax.axis("off")
+    for k, (ax, ((task, _), part)) in enumerate(zip(axes.flat[: len(groups)], groups, strict=True), start=1):
         cam = np.stack(part.sort("view_index")["cam"].to_list())  # (11, F)
         ax.imshow(cam / max(float(cam.max()), 1e-12), aspect="auto", cmap="Reds", vmin=0, vmax=1)
         ax.set_yticks(range(len(VIEWS)), VIEWS, fontsize=6)
         ax.set_xlabel("frame")
-        ax.set_title(f"{task} {subject} (class {part['label'][0]})", fontsize=8)
+        ax.set_title(f"{task} patient {k} (class {part['label'][0]})", fontsize=8)
     fig.suptitle("Echo Grad-CAM++ over views x frames")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
