@@ -226,7 +226,10 @@ def attention_by_class(run: ExplainedRun, experiment: Experiment, *, batch_size:
             for i, query in enumerate(MODALITIES):
                 for j, key in enumerate(MODALITIES):
                     rows.append((run.task, label, "mffm", slot, query, key, float(mean_mffm[s, i, j]), n))
-    schema = ["task", "label", "module", "slot", "query", "key", "weight", "n"]
+    schema = {
+        "task": pl.String, "label": pl.Int64, "module": pl.String, "slot": pl.String, "query": pl.String,
+        "key": pl.String, "weight": pl.Float64, "n": pl.Int64,
+    }  # fmt: skip
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
@@ -629,7 +632,10 @@ def explain(
     frame.write_parquet(paths["attention"])
     for task in work_dirs:
         paths[f"attention_{task}"] = dest / f"attention_{task}.png"
-        _attention_figure(frame, task, paths[f"attention_{task}"])
+        if frame.filter(task=task).is_empty():
+            _empty_figure(paths[f"attention_{task}"])
+        else:
+            _attention_figure(frame, task, paths[f"attention_{task}"])
     token_frame = pl.concat(tokens) if tokens else pl.DataFrame()
     paths["text_tokens"] = dest / "text_tokens.parquet"
     token_frame.write_parquet(paths["text_tokens"])
