@@ -53,7 +53,7 @@ def qrs_mask(out: Path, subject_id: int, n_samples: int) -> np.ndarray:
     return inside
 
 
-def test_qrs_windows_replay_the_demo_record(tmp_path):
+def test_qrs_windows_replay_the_demo_record():
     from hftri_mimic.demo.ecg import synth_ecg
 
     signal = synth_ecg(ecg_record_rng(7, 40000001), qrs_ms=130.0, t_amp=1.0, hr_bpm=75.0)  # (5000, 12) at 500 Hz
