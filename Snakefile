@@ -24,6 +24,7 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/compare.smk"
+include: "workflow/rules/explain.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/ptbxl.smk"
 
@@ -32,6 +33,7 @@ rule all:
     input:
         OUT / "hftri/DATASHEET.md",
         eval_outputs(),
+        explain_outputs(),
     default_target: True
 
 

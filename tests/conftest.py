@@ -151,7 +151,8 @@ FAST_OPTIM = {
 def write_train_config(workdir: Path, **overrides) -> Path:
     base = base_config()
     train = {**base["train"], "optim": {**base["train"]["optim"], **FAST_OPTIM}}
-    return write_config(workdir, demo=TRAIN_DEMO, train=train, **overrides)
+    explain = {**base["explain"], "patients": 10}
+    return write_config(workdir, **{"demo": TRAIN_DEMO, "train": train, "explain": explain, **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -229,7 +229,8 @@ def test_report_holds_every_section_with_a_caption(report, compared):
     expected = {
         "attrition_flow.png", "non_missing_rate.png", "history_by_cohort.png", "RESULTS.html", "roc_diagnosis.png",
         "km_lab+ecg+echo.png", "COMPARE.html", "compare_fusion.png", "compare_ablation.png", "compare_sweep.png",
-        "TABLE4.html", "roc.png",
+        "TABLE4.html", "roc.png", "attention_diagnosis.png", "text_attributions.html", "ecg_gradcam.png",
+        "echo_gradcam.png",
     }  # fmt: skip
     assert expected <= names, expected - names
     for name, entry in results.items():
@@ -261,5 +262,12 @@ def test_report_opens_in_headless_chromium_without_errors(report, tmp_path):
         assert not [line for line in console if "Uncaught" in line or "Error" in line], console
     assert screenshot.stat().st_size > 10_000
     # the report's script ran: its navigation lists the result categories
-    for category in ("Cohort and dataset", "TGMM results", "Baselines and ablations", "External validation"):
+    categories = (
+        "Cohort and dataset",
+        "TGMM results",
+        "Baselines and ablations",
+        "Explanations",
+        "External validation",
+    )
+    for category in categories:
         assert category in dom.stdout, category

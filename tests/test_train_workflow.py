@@ -141,7 +141,7 @@ def test_changing_evaluation_or_training_config_reruns_only_what_depends_on_it(t
     optim = {"optim": {**optim["optim"], "lr": 0.001}}
     assert plan("train", optim) == {
         "train_model", "train_retrieval", "evaluate_diagnosis", "evaluate_prognosis", "evaluate_retrieval",
-        "results_tables", "all",
+        "results_tables", "explain", "all",
     }  # fmt: skip
 
 

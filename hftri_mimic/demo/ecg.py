@@ -123,6 +123,27 @@ def _project(dipole: np.ndarray) -> np.ndarray:
     return np.concatenate([limb, dipole @ _PRECORDIAL.T], axis=1)
 
 
+def _beat_onsets(rng: np.random.Generator, rr_ms: float, duration_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    """QRS onsets (ms from record start): one beat before the first full one, then jittered RR intervals.
+    Returns (onsets, rr); the first draws ``synth_ecg`` takes from ``rng``."""
+    n_after = int(np.ceil((duration_ms - _FIRST_QRS_ONSET_MS) / (0.9 * rr_ms))) + 2
+    rr = rr_ms * np.clip(1.0 + 0.02 * rng.standard_normal(n_after), 0.92, 1.08)
+    onsets = _FIRST_QRS_ONSET_MS + np.concatenate([[-rr_ms, 0.0], np.cumsum(rr[:-1])])
+    return onsets, rr
+
+
+def qrs_windows(
+    rng: np.random.Generator, *, qrs_ms: float, hr_bpm: float, fs: int = 500, n_samples: int = 5000
+) -> np.ndarray:
+    """(n_beats, 2) QRS [onset, end) in ms of every beat of the record ``synth_ecg`` draws from an ``rng`` in the
+    same state (the planted QRS width, where it lies in time); beats outside the record are clipped away."""
+    _check_rate_and_width(qrs_ms, hr_bpm, fs)
+    duration_ms = n_samples * 1000.0 / fs
+    onsets, _ = _beat_onsets(rng, 60_000.0 / hr_bpm, duration_ms)
+    windows = np.stack([onsets, onsets + qrs_ms], axis=1).clip(0.0, duration_ms)
+    return windows[windows[:, 1] > windows[:, 0]]
+
+
 def synth_ecg(
     rng: np.random.Generator,
     *,
@@ -153,11 +174,7 @@ def synth_ecg(
     rr_ms = 60_000.0 / hr_bpm
     peak, sig_l, sig_r, vectors = _waves(qrs_ms, rr_ms, t_amp)
 
-    # Beat onsets (ms): one beat before the first full one, then jittered RR intervals.
-    duration_ms = n_samples * 1000.0 / fs
-    n_after = int(np.ceil((duration_ms - _FIRST_QRS_ONSET_MS) / (0.9 * rr_ms))) + 2
-    rr = rr_ms * np.clip(1.0 + 0.02 * rng.standard_normal(n_after), 0.92, 1.08)
-    onsets = _FIRST_QRS_ONSET_MS + np.concatenate([[-rr_ms, 0.0], np.cumsum(rr[:-1])])
+    onsets, rr = _beat_onsets(rng, rr_ms, n_samples * 1000.0 / fs)
     beat_gain = np.clip(1.0 + 0.03 * rng.standard_normal(onsets.size), 0.9, 1.1)
 
     # Each sample only sees the beats whose waves can reach it: K neighbours around the

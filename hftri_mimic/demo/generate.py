@@ -238,11 +238,16 @@ def write_signal_files(
             pass
 
 
+def ecg_record_rng(seed: int, study_id: int) -> np.random.Generator:
+    """The generator one demo ECG record is drawn from (``hftri_mimic.demo.ecg.qrs_windows`` replays it)."""
+    return np.random.default_rng([seed, 1, study_id])
+
+
 def _write_ecg(job: tuple) -> None:
     from hftri_mimic.demo.ecg import synth_ecg, write_mimic_ecg_record
 
     ecg_root, seed, row = job
-    rng = np.random.default_rng([seed, 1, row["study_id"]])
+    rng = ecg_record_rng(seed, row["study_id"])
     signal = apply_ecg_defect(
         synth_ecg(rng, qrs_ms=row["qrs_ms"], t_amp=row["t_amp"], hr_bpm=row["hr"]), row["defect"], rng
     )

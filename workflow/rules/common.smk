@@ -335,6 +335,26 @@ def check_compare_config():
             raise ValueError(f"compare.variants.{name}.model is not a valid `model` override: {error}") from None
 
 
+def explain_tasks():
+    """Configured explanation tasks whose trimodal run the workflow trains (lab+ecg+echo in train.subsets)."""
+    if "lab+ecg+echo" not in trained_subsets():
+        return []
+    return [t for t in config["explain"]["tasks"] if t in trained_tasks()]
+
+
+def explain_inputs(wildcards):
+    inputs = training_inputs(wildcards)
+    for task in explain_tasks():
+        inputs[f"summary_{task}"] = OUT / f"train/{task}/lab+ecg+echo/summary.json"
+    return inputs
+
+
+def explain_outputs():
+    if not explain_tasks():
+        return []
+    return [OUT / "eval/explain/attention.parquet"]
+
+
 def check_model_config():
     """Cross-key checks the schema cannot express, before any job runs."""
     if config["model"]["echo"].get("size") != config["echo"]["size"]:
