@@ -75,3 +75,21 @@ def test_training_and_evaluation_logs_name_no_patient(default_run):
     for log in logs:
         leaked = set(re.findall(r"\d{8}", log.read_text(errors="ignore"))) & ids
         assert not leaked, f"{log.name} names {len(leaked)} cohort patients, admissions or studies"
+
+
+@pytest.mark.slow
+def test_trimodal_prognosis_c_index_is_above_0_6(default_run):
+    """Issue #7's prognosis check, from the workflow's own table, and that table's C-index recomputed with
+    scikit-survival on the saved per-patient risks of every (repeat, fold) test set."""
+    from sksurv.metrics import concordance_index_censored
+
+    prognosis = pl.read_parquet(default_run / "eval/prognosis.parquet")
+    c_index = metric(prognosis, TRIMODAL, "c_index")
+    assert c_index > 0.6, c_index
+    predictions = pl.read_parquet(default_run / f"eval/predictions/prognosis/{TRIMODAL}.parquet")
+    per_fold = [
+        concordance_index_censored(fold["event"].to_numpy(), fold["time"].to_numpy(), fold["risk"].to_numpy())[0]
+        for _, fold in predictions.group_by("repeat", "fold")
+    ]
+    assert len(per_fold) == 10
+    assert abs(sum(per_fold) / len(per_fold) - c_index) < 1e-9
