@@ -24,6 +24,7 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/compare.smk"
+include: "workflow/rules/seeds.smk"
 include: "workflow/rules/explain.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/ptbxl.smk"
@@ -42,6 +43,12 @@ rule compare:
     # jobs with the default variants)
     input:
         OUT / "eval/COMPARE.md",
+
+
+rule seeds:
+    # the training-seed spread of the configured runs (config `seeds`); not part of `all`
+    input:
+        OUT / "eval/SEEDS.md",
 
 
 rule paper:

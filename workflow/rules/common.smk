@@ -325,6 +325,30 @@ def compare_inputs(wildcards):
     }
 
 
+def seed_runs():
+    """Every run of the seed table: {task, subset, seed} for the configured seeds x tasks x subsets that are trained
+    (subsets in train.subsets the source can serve), the reported seed (train.optim.seed) included."""
+    reference = config["train"]["optim"]["seed"]
+    seeds = sorted({reference, *config["seeds"]["seeds"]})
+    subsets = [s for s in config["seeds"]["subsets"] if s in trained_subsets()]
+    tasks = [t for t in config["seeds"]["tasks"] if t in config["train"]["tasks"]]
+    return [{"task": t, "subset": s, "seed": seed} for t in tasks for s in subsets for seed in seeds]
+
+
+def seed_prediction(run):
+    """The reported run's predictions for the reference seed, a seed run's otherwise."""
+    if run["seed"] == config["train"]["optim"]["seed"]:
+        return OUT / f"eval/predictions/{run['task']}/{run['subset']}.parquet"
+    return OUT / f"eval/seeds/predictions/seed{run['seed']}/{run['task']}/{run['subset']}.parquet"
+
+
+def seed_inputs(wildcards):
+    runs = seed_runs()
+    if not runs:
+        raise ValueError("seeds: no configured task x subset is trained (see train.tasks / train.subsets)")
+    return {"predictions": [seed_prediction(run) for run in runs]}
+
+
 def check_compare_config():
     """Each variant's model keys must be keys of config.yaml's `model` (the schema checks their values)."""
     for name, variant in config["compare"]["variants"].items():

@@ -1,0 +1,54 @@
+# Training-seed spread (`snakemake seeds`, not part of `all`): the configured runs trained again with only
+# train.optim.seed replaced, by the same script, features and splits; eval/SEEDS.md puts them beside the reported run.
+
+
+rule train_seed:
+    input:
+        unpack(training_inputs),
+    output:
+        predictions=OUT / "eval/seeds/predictions/seed{seed}/{task}/{subset}.parquet",
+        summary=OUT / "train/seeds/seed{seed}/{task}/{subset}/summary.json",
+    wildcard_constraints:
+        task="diagnosis|prognosis",
+        seed=r"\d+",
+    params:
+        out_dir=OUT,
+        model=model_params(),
+        optim=lambda wildcards: {**config["train"]["optim"], "seed": int(wildcards.seed)},
+        work_dir=lambda wildcards: OUT / f"train/seeds/seed{wildcards.seed}/{wildcards.task}/{wildcards.subset}",
+    log:
+        OUT / "logs/train/seeds/seed{seed}/{task}/{subset}.log",
+    benchmark:
+        OUT / "benchmarks/train/seeds/seed{seed}/{task}/{subset}.tsv"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=lambda wildcards: 600 if wildcards.task == "prognosis" else 120,  # minutes
+        gpu=config["train"]["gpu"],
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/train_model.py"
+
+
+rule seed_table:
+    input:
+        unpack(seed_inputs),
+    output:
+        results=OUT / "eval/seeds.parquet",
+        markdown=OUT / "eval/SEEDS.md",
+    params:
+        runs=seed_runs(),
+        reference_seed=config["train"]["optim"]["seed"],
+    log:
+        OUT / "logs/eval/seeds.log",
+    benchmark:
+        OUT / "benchmarks/eval/seeds.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,  # minutes
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/seed_table.py"
