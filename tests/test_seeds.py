@@ -3,9 +3,12 @@ scikit-learn / scikit-survival, and the `seeds` target on the shared small train
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from conftest import planned_rules, snakemake
 from sklearn.metrics import roc_auc_score
 from sksurv.metrics import concordance_index_censored
@@ -75,25 +78,42 @@ def test_seed_table_has_one_column_per_seed_and_marks_the_reported_one():
     assert prognosis_row.count("|") == header.count("|")  # seed 7 left empty for prognosis
 
 
+def _seeds_config(workdir: Path, seeds: list[int], tasks: list[str]) -> tuple[str, str]:
+    """A second config file: the run's own with only the `seeds` block replaced (the shared run's config.yaml is
+    left as it is); snakemake's last --configfile wins."""
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["seeds"] = {"seeds": seeds, "tasks": tasks, "subsets": [TRIMODAL]}
+    path = workdir / f"seeds-{'-'.join(map(str, seeds))}-{'-'.join(tasks)}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return ("--configfile", str(path))
+
+
 @pytest.mark.slow
 def test_seeds_target_retrains_with_other_seeds_beside_the_reported_run(trained_run):
     """Runs in the shared trained run (it only adds files under eval/seeds, train/seeds and eval/SEEDS.md)."""
-    override = ("--config", f"seeds={{seeds: [1], tasks: [diagnosis, prognosis], subsets: [{TRIMODAL}]}}")
+    override = _seeds_config(trained_run, [5], ["diagnosis", "prognosis"])
     snakemake(trained_run, "--cores", "2", "seeds", *override, timeout=1200)
     out = trained_run / "results"
     table = pl.read_parquet(out / "eval/seeds.parquet")
-    assert sorted(table["seed"].unique().to_list()) == [0, 1]
+    assert sorted(table["seed"].unique().to_list()) == [0, 5]
     reported = {
         "diagnosis": pl.read_parquet(out / "eval/diagnosis.parquet").filter(subset=TRIMODAL, metric="auc"),
         "prognosis": pl.read_parquet(out / "eval/prognosis.parquet").filter(subset=TRIMODAL, metric="c_index"),
     }
     for task, row in reported.items():
         assert table.filter(task=task, seed=0)["value"].item() == pytest.approx(row["value"].item())
-        seed1 = pl.read_parquet(out / f"eval/seeds/predictions/seed1/{task}/{TRIMODAL}.parquet")
-        assert table.filter(task=task, seed=1)["value"].item() == pytest.approx(seed_metric(task, seed1))
+        seed5 = pl.read_parquet(out / f"eval/seeds/predictions/seed5/{task}/{TRIMODAL}.parquet")
+        assert table.filter(task=task, seed=5)["value"].item() == pytest.approx(seed_metric(task, seed5))
     reported_scores = pl.read_parquet(out / f"eval/predictions/diagnosis/{TRIMODAL}.parquet")["score"]
-    seed1_scores = pl.read_parquet(out / f"eval/seeds/predictions/seed1/diagnosis/{TRIMODAL}.parquet")["score"]
-    assert not np.allclose(reported_scores.to_numpy(), seed1_scores.to_numpy())  # really another seed
-    assert "seed 1" in (out / "eval/SEEDS.md").read_text()
+    seed5_scores = pl.read_parquet(out / f"eval/seeds/predictions/seed5/diagnosis/{TRIMODAL}.parquet")["score"]
+    assert not np.allclose(reported_scores.to_numpy(), seed5_scores.to_numpy())  # really another seed
+    assert "seed 5" in (out / "eval/SEEDS.md").read_text()
     dry = snakemake(trained_run, "-n", "seeds", *override)
     assert planned_rules(dry) <= {"seeds"}, planned_rules(dry)
+
+
+def test_seeds_sharing_ensemble_members_are_refused(trained_run):
+    """The trained run's diagnosis ensemble has 2 members: seed 1 would reuse the reported run's second model."""
+    override = _seeds_config(trained_run, [1], ["diagnosis"])
+    proc = snakemake(trained_run, "-n", "seeds", *override, check=False)
+    assert proc.returncode != 0 and "share ensemble members" in proc.stdout + proc.stderr

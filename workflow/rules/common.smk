@@ -397,3 +397,20 @@ if not IS_DEMO:
 check_echo_classifier()
 check_model_config()
 check_compare_config()
+
+
+def check_seeds_config():
+    """With `train.optim.ensemble: N` a run with seed s trains members s .. s+N-1: seed runs whose member seeds overlap
+    (e.g. 0 and 1 with N = 3) would share models and understate the spread."""
+    ensemble = config["train"]["optim"].get("ensemble", 1)
+    size = max(ensemble.values()) if isinstance(ensemble, dict) else int(ensemble)
+    seeds = sorted({config["train"]["optim"]["seed"], *config["seeds"]["seeds"]})
+    close = [(a, b) for a, b in zip(seeds, seeds[1:]) if b - a < size]
+    if close:
+        raise ValueError(
+            f"seeds: runs with seeds {close[0][0]} and {close[0][1]} share ensemble members (train.optim.ensemble "
+            f"trains seeds s .. s+{size - 1}); space the seeds (and train.optim.seed) by at least {size}"
+        )
+
+
+check_seeds_config()
