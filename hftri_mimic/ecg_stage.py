@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 from tqdm import tqdm
+from zarr.codecs import BloscCodec
 
 from hftri_mimic.ecg import EXCLUSION_REASONS, ST_MEM_LEADS, EcgExclusion, EcgSettings, process_record
 from hftri_mimic.storage import ShardWriter, plan_shards, shard_store, write_parquet_atomic
@@ -35,6 +36,9 @@ INDEX_SCHEMA = {
     "quality": pl.String,
     "quality_score": pl.Float64,
 }
+# Filtered float32 ECGs barely compress: zarr's default zstd saves 7% at ~0.4 ms a record (as much as
+# the rest of the writing), byte-shuffled LZ4 in Blosc saves 17% at half that time.
+ECG_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 EXCLUSION_SCHEMA = {
     "subject_id": pl.Int64,
     "ecg_study_id": pl.Int64,
@@ -83,7 +87,15 @@ def process_shard(
         group.attrs.update(
             {"leads": list(ST_MEM_LEADS), "fs": settings.target_fs, "units": "mV", "settings": asdict(settings)}
         )
-        writer = ShardWriter(group, "ecg", (len(ST_MEM_LEADS), settings.n_samples), "float32", records.height, chunk)
+        writer = ShardWriter(
+            group,
+            "ecg",
+            (len(ST_MEM_LEADS), settings.n_samples),
+            "float32",
+            records.height,
+            chunk,
+            compressors=ECG_COMPRESSOR,
+        )
         for rec in tqdm(
             records.iter_rows(named=True), total=records.height, desc=f"ECG shard {shard}", unit="rec", mininterval=10
         ):

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -35,11 +36,23 @@ class ShardWriter:
     most one chunk of samples whatever the shard size."""
 
     def __init__(
-        self, group: zarr.Group, name: str, sample_shape: tuple[int, ...], dtype: str, capacity: int, chunk: int
+        self,
+        group: zarr.Group,
+        name: str,
+        sample_shape: tuple[int, ...],
+        dtype: str,
+        capacity: int,
+        chunk: int,
+        compressors: Any = "auto",
     ) -> None:
         self.chunk = max(1, chunk)
         self.array = group.create_array(
-            name, shape=(max(capacity, 0), *sample_shape), chunks=(self.chunk, *sample_shape), dtype=dtype, fill_value=0
+            name,
+            shape=(max(capacity, 0), *sample_shape),
+            chunks=(self.chunk, *sample_shape),
+            dtype=dtype,
+            fill_value=0,
+            compressors=compressors,
         )
         self._buffer: list[np.ndarray] = []
         self.n_written = 0

@@ -246,14 +246,17 @@ def test_pure_noise_is_low_quality(tmp_path):
     assert error.reason == "low_quality", str(error)
 
 
-def test_lead_that_neurokit_cannot_grade_is_unacceptable(monkeypatch):
+def test_lead_that_neurokit_cannot_grade_is_unacceptable(tmp_path, monkeypatch):
     import neurokit2
+
+    signal = process_record(clean_record(tmp_path), DEFAULT).signal
+    assert signal_quality(signal, DEFAULT)[1] >= 1
 
     def no_peaks(*args, **kwargs):
         raise ValueError("no R peaks")
 
-    monkeypatch.setattr(neurokit2, "ecg_quality", no_peaks)
-    assert signal_quality(np.zeros((12, 2500), dtype=np.float32), DEFAULT) == ("Unacceptable", 0.0)
+    monkeypatch.setattr(neurokit2, "ecg_findpeaks", no_peaks)
+    assert signal_quality(signal, DEFAULT) == ("Unacceptable", 0.0)
 
 
 def test_settings_are_validated_and_quality_can_be_switched_off(tmp_path):
@@ -307,3 +310,110 @@ def test_library_raises_no_warnings_under_W_error(tmp_path):
         [sys.executable, "-W", "error", "-c", code, str(record)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, f"hftri_mimic.ecg under -W error:\n{proc.stderr[-3000:]}"
+
+
+# --- the stage's shortcuts give what the libraries they stand in for give ------------------------------
+
+
+def varied_demo_signals() -> list[tuple[str, np.ndarray, int]]:
+    """Demo ECGs from clean to unusable: (name, (n, 12) mV in MIMIC order, fs)."""
+    from hftri_mimic.demo.generate import apply_ecg_defect
+
+    rng = np.random.default_rng(11)
+    signals = []
+    for i in range(36):
+        fs = (500, 1000, 250)[i % 3]
+        hr = float(rng.uniform(45, 160))
+        shape = {"qrs_ms": float(rng.uniform(80, 150)), "t_amp": float(rng.uniform(-0.5, 1.2)), "hr_bpm": hr}
+        x = synth_ecg(rng, **shape, fs=fs, n_samples=10 * fs)
+        kind = ("clean", "motion", "white noise", "wander")[i % 4]
+        if kind == "motion":
+            x = apply_ecg_defect(x, "noise", rng)
+        elif kind == "white noise":
+            x = x + rng.normal(0.0, float(rng.uniform(0.05, 0.8)), x.shape)
+        elif kind == "wander":
+            x = x + float(rng.uniform(0.2, 3.0)) * np.sin(np.linspace(0, rng.uniform(5, 80) * np.pi, len(x)))[:, None]
+        signals.append((f"{kind} {fs} Hz {hr:.0f} bpm", x, fs))
+    return signals
+
+
+def test_header_based_read_gives_rdrecords_samples(tmp_path, monkeypatch):
+    import hftri_mimic.ecg as ecg_module
+
+    records = [PTB_RECORD]
+    for name, x, fs in varied_demo_signals()[:6]:
+        records.append(write(tmp_path / name.replace(" ", "_"), x, fs=fs))
+    for record in records:
+        header = wfdb.rdheader(str(record))
+        channels = lead_order(header.sig_name)
+        n_keep = round(DEFAULT.duration_s * header.fs)
+        expected = wfdb.rdrecord(str(record), sampto=n_keep, channels=channels, physical=False).d_signal.T
+        fast = ecg_module._read_digital(header, record, n_keep, channels)
+        assert fast.dtype == np.int64 and fast.flags.c_contiguous
+        np.testing.assert_array_equal(fast, expected, err_msg=str(record))
+        with monkeypatch.context() as patch:  # a wfdb without the private reader: rdrecord itself
+            patch.setattr(ecg_module, "_RD_SEGMENT", None)
+            np.testing.assert_array_equal(ecg_module._read_digital(header, record, n_keep, channels), expected)
+
+
+def test_zero_phase_filters_are_scipy_sosfiltfilt():
+    from hftri_mimic.ecg import _ZeroPhaseFilter
+
+    x = reference_ptb()  # (12, 2500)
+    noise = np.random.default_rng(0).normal(0.0, 1.0, (3, 2500))
+    for order, low, high, fs in [(5, 0.67, 40.0, 250), (4, 0.5, 100.0, 500), (1, 1.0, 30.0, 250), (8, 0.05, 45.0, 250)]:
+        for sos in (
+            scipy.signal.butter(order, low, btype="highpass", output="sos", fs=fs),
+            scipy.signal.butter(order, high, btype="lowpass", output="sos", fs=fs),
+        ):
+            for signal in (x, noise):
+                np.testing.assert_array_equal(
+                    _ZeroPhaseFilter.of(sos)(signal), scipy.signal.sosfiltfilt(sos, signal, axis=1)
+                )
+
+
+def test_kurtosis_is_scipys():
+    import scipy.stats
+
+    from hftri_mimic.ecg import _pearson_kurtosis
+
+    rng = np.random.default_rng(0)
+    leads = [*reference_ptb(), rng.normal(size=2500), rng.uniform(size=2500) + 1e3, np.sin(np.arange(2500) / 7)]
+    for lead in leads:
+        assert _pearson_kurtosis(lead) == scipy.stats.kurtosis(lead, fisher=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns about the constant signal
+        assert np.isnan(scipy.stats.kurtosis(np.full(2500, 0.7), fisher=False))
+    assert np.isnan(_pearson_kurtosis(np.full(2500, 0.7)))
+
+
+def test_quality_levels_and_exclusions_are_neurokit2s(tmp_path):
+    """Our zhao2018 grading against neurokit2.ecg_quality itself: the 12 processed leads of the real PTB
+    record and lead II of demo records from clean to unusable; the same level on every lead, hence the
+    same low_quality exclusions."""
+    import neurokit2 as nk
+
+    unassessed = EcgSettings(quality_leads=())
+    ii = ST_MEM_LEADS.index("II")
+    ours, theirs = [], []
+    signals = [process_record(PTB_RECORD, unassessed).signal[lead] for lead in range(12)]
+    outcomes = []
+    for name, x, fs in varied_demo_signals():
+        record = write(tmp_path / name.replace(" ", "_"), x, fs=fs)
+        signals.append(process_record(record, unassessed).signal[ii])
+        try:
+            outcomes.append((name, process_record(record, DEFAULT).quality))
+        except EcgExclusion as error:
+            outcomes.append((name, error.reason))
+    for lead in signals:
+        ours.append(signal_quality(np.tile(lead, (12, 1)), DEFAULT)[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs.append(nk.ecg_quality(np.asarray(lead, dtype=np.float64), sampling_rate=250, method="zhao2018"))
+    assert ours == theirs, [(i, a, b) for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
+    assert len(set(theirs)) == 3, f"the records should span all three levels, got {sorted(set(theirs))}"
+    expected = [
+        "low_quality" if level == "Unacceptable" else level
+        for level in theirs[12:]  # the demo records' lead II, in order
+    ]
+    assert [outcome for _, outcome in outcomes] == expected, outcomes
