@@ -394,7 +394,8 @@ def _decode(
         for i in indices:
             if i >= len(spans):
                 raise EchoExclusion("truncated", f"frame {i} not encoded ({len(spans)} of {n} frames)")
-            frames[i] = b"".join(data[a:b] for a, b in spans[i])
+            parts = spans[i]
+            frames[i] = data[parts[0][0] : parts[0][1]] if len(parts) == 1 else b"".join(data[a:b] for a, b in parts)
         if _fast_jpeg_ok(ds, frames[indices[0]]):
             for k, i in enumerate(indices):
                 out[k] = _decode_jpeg(frames[i], rows, cols, i)
@@ -466,9 +467,9 @@ class _GreyStats:
 def _grey_stats(frames: np.ndarray, bgr: bool = False) -> _GreyStats:
     """Temporal statistics of the grey level of (k, rows, cols, 3) uint8 RGB (or ``bgr``) frames."""
     k, rows, cols = frames.shape[:3]
-    # one cv2 call over the stacked frames (same per-pixel arithmetic as frame by frame)
-    grey = cv2.cvtColor(frames.reshape(k * rows, cols, 3), cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)
-    grey = grey.reshape(k, rows, cols)
+    grey = np.empty((k, rows, cols), dtype=np.uint8)
+    for i in range(k):  # frames may be a strided view (a box of larger frames): cv2 reads it in place
+        cv2.cvtColor(frames[i], cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY, dst=grey[i])
     # float32 sums of g and g^2 are exact integers while k * 255^2 < 2^24 (k <= 258 frames)
     dtype = np.float32 if k * 255**2 < 2**24 else np.float64
     total, squares = np.zeros((rows, cols), dtype), np.zeros((rows, cols), dtype)
@@ -511,14 +512,19 @@ def sector_mask(
     'full': no 2-D region and no moving pixel (a frozen cine): the whole frame, nothing to go by.
     """
     rows, cols = frames_rgb.shape[1:3]
-    grey = _grey_stats(frames_rgb, bgr)
     boxes = _region_boxes(ds, rows, cols)
     if boxes:
         mask = np.zeros((rows, cols), dtype=bool)
         for x0, y0, x1, y1 in boxes:
             mask[y0 : y1 + 1, x0 : x1 + 1] = True
-        return mask & ~_static_text(grey), "regions"
+        # the text test only matters inside the boxes; its 3x3 growth reaches 1 px, so the boxes' union
+        # bounding box grown by 1 px gives exactly the full-frame result there
+        ya, yb = max(0, min(b[1] for b in boxes) - 1), min(rows, max(b[3] for b in boxes) + 2)
+        xa, xb = max(0, min(b[0] for b in boxes) - 1), min(cols, max(b[2] for b in boxes) + 2)
+        mask[ya:yb, xa:xb] &= ~_static_text(_grey_stats(frames_rgb[:, ya:yb, xa:xb], bgr))
+        return mask, "regions"
 
+    grey = _grey_stats(frames_rgb, bgr)
     moving = grey.std_above(settings.mask_min_std).astype(np.uint8)
     side = max(rows, cols)
     k_open = 3 if side < 400 else 5
