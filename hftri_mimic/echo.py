@@ -270,14 +270,14 @@ def _fast_jpeg_ok(ds: Dataset, first_frame: bytes) -> bool:
 
 
 def _decode_jpeg(frame: bytes, rows: int, cols: int, index: int) -> np.ndarray:
-    """One JPEG frame -> (rows, cols, 3) uint8 RGB via libjpeg-turbo (cv2); libjpeg converts YCbCr."""
+    """One JPEG frame -> (rows, cols, 3) uint8 **BGR** via libjpeg-turbo (cv2); libjpeg converts YCbCr."""
     if frame.rstrip(b"\x00")[-2:] != b"\xff\xd9":  # no end-of-image marker: libjpeg would pad with grey
         raise EchoExclusion("truncated", f"frame {index} has no JPEG end-of-image marker")
     bgr = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None or bgr.shape[:2] != (rows, cols):
         got = "nothing" if bgr is None else f"{bgr.shape[1]}x{bgr.shape[0]}"
         raise EchoExclusion("truncated", f"frame {index} decodes to {got}, expected {cols}x{rows}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return bgr
 
 
 def _to_rgb8(arr: np.ndarray, pi: str, ds: Dataset) -> np.ndarray:
@@ -329,7 +329,7 @@ def decode_frames(ds: pydicom.Dataset, indices: Sequence[int]) -> np.ndarray:
     """
     ts = _transfer_syntax(ds)
     rows, cols, n = _image_shape(ds)
-    return _decode(ds, list(indices), ts, rows, cols, n, None)
+    return _decode(ds, list(indices), ts, rows, cols, n, None, bgr=False)
 
 
 def _transfer_syntax(ds: Dataset) -> UID:
@@ -369,8 +369,12 @@ def _decode(
     cols: int,
     n: int,
     spans: list[list[tuple[int, int]]] | None,
+    bgr: bool,
 ) -> np.ndarray:
-    """decode_frames with the header already checked; ``spans`` from _encapsulated_frames if known."""
+    """decode_frames with the header already checked; ``spans`` from _encapsulated_frames if known.
+
+    ``bgr``: return the channels in BGR order (what libjpeg gives; read_cine converts to RGB only after
+    resizing, which is exact because masking and resizing treat the channels independently)."""
     bad = [i for i in indices if not 0 <= i < n]
     if bad:
         raise IndexError(f"frame indices {bad} outside 0..{n - 1}")
@@ -390,11 +394,12 @@ def _decode(
         for i in indices:
             if i >= len(spans):
                 raise EchoExclusion("truncated", f"frame {i} not encoded ({len(spans)} of {n} frames)")
-            frames[i] = b"".join(data[a:b] for a, b in spans[i])
+            parts = spans[i]
+            frames[i] = data[parts[0][0] : parts[0][1]] if len(parts) == 1 else b"".join(data[a:b] for a, b in parts)
         if _fast_jpeg_ok(ds, frames[indices[0]]):
             for k, i in enumerate(indices):
                 out[k] = _decode_jpeg(frames[i], rows, cols, i)
-            return out
+            return out if bgr else _swap_rb(out)
     decoder = get_decoder(ts)
     for k, i in enumerate(indices):
         try:
@@ -407,7 +412,15 @@ def _decode(
         if rgb.shape != (rows, cols, 3):
             raise EchoExclusion("truncated", f"frame {i} decodes to shape {rgb.shape}")
         out[k] = rgb
-    return out
+    return _swap_rb(out) if bgr else out
+
+
+def _swap_rb(frames: np.ndarray) -> np.ndarray:
+    """(k, H, W, 3) uint8 RGB <-> BGR in place, in one cv2 call over the whole stack."""
+    if frames.size:
+        flat = frames.reshape(-1, frames.shape[-2], 3)
+        cv2.cvtColor(flat, cv2.COLOR_RGB2BGR, dst=flat)
+    return frames
 
 
 # --------------------------------------------------------------------------- mask and geometry
@@ -431,29 +444,61 @@ def _region_boxes(ds: Dataset, rows: int, cols: int) -> list[tuple[int, int, int
     return boxes
 
 
-def _grey_stats(frames_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel temporal std and min of the grey level: two (rows, cols) float32 / uint8 arrays."""
-    grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames_rgb])
-    return grey.astype(np.float32).std(axis=0), grey.min(axis=0)
+@dataclass(frozen=True)
+class _GreyStats:
+    """Per-pixel temporal statistics of the grey level of n frames, kept exact.
+
+    ``n2var`` = n * sum(g^2) - (sum g)^2 = n^2 * variance, an integer held exactly in float64, so that
+    ``std < t`` is decided exactly as ``n2var < (n * t)^2``. (Before, the std was computed in float32 by
+    numpy; the two agree except where a float32 std rounds across a threshold it exactly equals.)
+    """
+
+    n2var: np.ndarray  # (rows, cols) float64 holding integers
+    low: np.ndarray  # (rows, cols) uint8: the minimum grey level
+    n: int
+
+    def std_below(self, t: float) -> np.ndarray:
+        return self.n2var < (self.n * t) ** 2
+
+    def std_above(self, t: float) -> np.ndarray:
+        return self.n2var > (self.n * t) ** 2
 
 
-def _static_text(std: np.ndarray, low: np.ndarray, n: int) -> np.ndarray:
+def _grey_stats(frames: np.ndarray, bgr: bool = False) -> _GreyStats:
+    """Temporal statistics of the grey level of (k, rows, cols, 3) uint8 RGB (or ``bgr``) frames."""
+    k, rows, cols = frames.shape[:3]
+    grey = np.empty((k, rows, cols), dtype=np.uint8)
+    for i in range(k):  # frames may be a strided view (a box of larger frames): cv2 reads it in place
+        cv2.cvtColor(frames[i], cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY, dst=grey[i])
+    # float32 sums of g and g^2 are exact integers while k * 255^2 < 2^24 (k <= 258 frames)
+    dtype = np.float32 if k * 255**2 < 2**24 else np.float64
+    total, squares = np.zeros((rows, cols), dtype), np.zeros((rows, cols), dtype)
+    for g in grey:
+        cv2.accumulate(g, total)
+        cv2.accumulateSquare(g, squares)
+    total, squares = total.astype(np.float64), squares.astype(np.float64)
+    return _GreyStats(n2var=k * squares - total * total, low=grey.min(axis=0), n=k)
+
+
+def _static_text(stats: _GreyStats) -> np.ndarray:
     """(rows, cols) bool: static (std < 1) and bright in every frame (grey >= 80), grown by 1 px.
 
     Burned-in text, markers and scales are drawn bright and do not change between frames; grown by one
     pixel so their anti-aliased edges go too. No test with fewer than 3 frames.
     """
-    if n < _STATIC_MIN_FRAMES:
-        return np.zeros(std.shape, dtype=bool)
-    text = ((std < _STATIC_MAX_STD) & (low >= _TEXT_MIN_GREY)).astype(np.uint8)
+    if stats.n < _STATIC_MIN_FRAMES:
+        return np.zeros(stats.low.shape, dtype=bool)
+    text = (stats.std_below(_STATIC_MAX_STD) & (stats.low >= _TEXT_MIN_GREY)).astype(np.uint8)
     return cv2.dilate(text, np.ones((3, 3), np.uint8)) > 0
 
 
-def sector_mask(ds: pydicom.Dataset, frames_rgb: np.ndarray, settings: EchoSettings) -> tuple[np.ndarray, str]:
+def sector_mask(
+    ds: pydicom.Dataset, frames_rgb: np.ndarray, settings: EchoSettings, bgr: bool = False
+) -> tuple[np.ndarray, str]:
     """(rows, cols) bool mask of the ultrasound image area, and its source.
 
     frames_rgb: (k, rows, cols, 3) uint8 RGB frames of ``ds`` (the more spread over the cine, the
-    better the image-based mask).
+    better the image-based mask); ``bgr``: the frames are in BGR order instead.
 
     'regions': the union of the boxes of SequenceOfUltrasoundRegions items with RegionSpatialFormat 1
     (2-D), clipped to the image. Inside, pixels that are static (temporal grey std < 1) and bright in
@@ -466,16 +511,21 @@ def sector_mask(ds: pydicom.Dataset, frames_rgb: np.ndarray, settings: EchoSetti
     so they are outside by construction.
     'full': no 2-D region and no moving pixel (a frozen cine): the whole frame, nothing to go by.
     """
-    k, rows, cols = frames_rgb.shape[:3]
-    std, low = _grey_stats(frames_rgb)
+    rows, cols = frames_rgb.shape[1:3]
     boxes = _region_boxes(ds, rows, cols)
     if boxes:
         mask = np.zeros((rows, cols), dtype=bool)
         for x0, y0, x1, y1 in boxes:
             mask[y0 : y1 + 1, x0 : x1 + 1] = True
-        return mask & ~_static_text(std, low, k), "regions"
+        # the text test only matters inside the boxes; its 3x3 growth reaches 1 px, so the boxes' union
+        # bounding box grown by 1 px gives exactly the full-frame result there
+        ya, yb = max(0, min(b[1] for b in boxes) - 1), min(rows, max(b[3] for b in boxes) + 2)
+        xa, xb = max(0, min(b[0] for b in boxes) - 1), min(cols, max(b[2] for b in boxes) + 2)
+        mask[ya:yb, xa:xb] &= ~_static_text(_grey_stats(frames_rgb[:, ya:yb, xa:xb], bgr))
+        return mask, "regions"
 
-    moving = (std > settings.mask_min_std).astype(np.uint8)
+    grey = _grey_stats(frames_rgb, bgr)
+    moving = grey.std_above(settings.mask_min_std).astype(np.uint8)
     side = max(rows, cols)
     k_open = 3 if side < 400 else 5
     k_close = max(5, (side // 40) | 1)
@@ -488,7 +538,7 @@ def sector_mask(ds: pydicom.Dataset, frames_rgb: np.ndarray, settings: EchoSetti
     points = cv2.findNonZero((labels == largest).astype(np.uint8))
     hull = np.zeros((rows, cols), dtype=np.uint8)
     cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
-    return (hull > 0) & ~_static_text(std, low, k), "image"
+    return (hull > 0) & ~_static_text(grey), "image"
 
 
 def square_crop_resize(frames: np.ndarray, mask: np.ndarray, size: int, zoom: float = 0.0) -> np.ndarray:
@@ -502,20 +552,32 @@ def square_crop_resize(frames: np.ndarray, mask: np.ndarray, size: int, zoom: fl
         raise ValueError(f"expected (k, H, W, 3) frames and an (H, W) mask, got {frames.shape} and {mask.shape}")
     if not 0.0 <= zoom < 0.5:
         raise ValueError(f"zoom must be in [0, 0.5), got {zoom}")
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
+    return _crop_resize(frames, _crop_square(mask, zoom), size)
+
+
+def _crop_square(mask: np.ndarray, zoom: float) -> tuple[int, int, int, np.ndarray]:
+    """(y0, x0, side, keep) of square_crop_resize: the zoomed centred square of the mask's bounding box
+    and the (side, side) uint8 mask inside it."""
+    mask8 = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    x0, y0, w, h = cv2.boundingRect(mask8)  # the box of the nonzero pixels, as np.nonzero's min / max + 1
+    if w == 0 or h == 0:
         raise ValueError("empty mask")
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    side = min(y1 - y0, x1 - x0)
+    y1, x1 = y0 + h, x0 + w
+    side = min(h, w)
     cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
     y0, x0 = cy - side // 2, cx - side // 2
     cut = int(np.rint(side * zoom))
     y0, x0, side = y0 + cut, x0 + cut, side - 2 * cut
-    keep = np.ascontiguousarray(mask[y0 : y0 + side, x0 : x0 + side], dtype=np.uint8)
+    return y0, x0, side, np.ascontiguousarray(mask8[y0 : y0 + side, x0 : x0 + side])
+
+
+def _crop_resize(frames: np.ndarray, square: tuple[int, int, int, np.ndarray], size: int) -> np.ndarray:
+    """Mask, crop to ``square`` (from _crop_square) and resize each of (k, H, W, C) frames."""
+    y0, x0, side, keep = square
     crop = np.zeros((side, side, 3), dtype=np.uint8)  # pixels outside the mask are never written: stay 0
     out = np.empty((frames.shape[0], size, size, 3), dtype=np.uint8)
     for i in range(frames.shape[0]):
-        crop = cv2.copyTo(np.ascontiguousarray(frames[i, y0 : y0 + side, x0 : x0 + side]), keep, crop)
+        crop = cv2.copyTo(frames[i, y0 : y0 + side, x0 : x0 + side], keep, crop)
         out[i] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC)
     return out
 
@@ -642,16 +704,21 @@ def read_cine(path: Path | str, settings: EchoSettings) -> Cine:
     clip_idx = frame_indices(n, settings)
     use_regions = bool(_region_boxes(ds, rows, cols))
     extra = [] if use_regions else _mask_indices(n, settings, clip_idx)
-    frames = _decode(ds, clip_idx + extra, ts, rows, cols, n, spans)
-    mask, source = sector_mask(ds, frames, settings)
+    # BGR until after resizing: masking and resizing treat channels alike, so converting the small
+    # resized frames gives exactly the RGB result of converting the full-size ones
+    frames = _decode(ds, clip_idx + extra, ts, rows, cols, n, spans, bgr=True)
+    mask, source = sector_mask(ds, frames, settings, bgr=True)
+    if not 0.0 <= settings.zoom < 0.5:
+        raise ValueError(f"zoom must be in [0, 0.5), got {settings.zoom}")
+    square = _crop_square(mask, settings.zoom)
 
     used = len(clip_idx)
     clip = np.zeros((settings.frames, settings.size, settings.size, 3), dtype=np.uint8)
-    clip[:used] = square_crop_resize(frames[:used], mask, settings.size, settings.zoom)
+    clip[:used] = _swap_rb(_crop_resize(frames[:used], square, settings.size))
     if settings.classify_size == settings.size:
         view_frame = clip[0].copy()
     else:
-        view_frame = square_crop_resize(frames[:1], mask, settings.classify_size, settings.zoom)[0]
+        view_frame = _swap_rb(_crop_resize(frames[:1], square, settings.classify_size))[0]
     return Cine(
         clip=clip,
         view_frame=view_frame,

@@ -3,16 +3,27 @@
     python -m hftri_mimic.bench.echo --studies 10 40 --height 480 --width 640
 
 Writes demo-layout studies (11-14 multi-frame JPEG DICOMs and 1-3 stills each), then, each in a fresh
-process, times (a) the floor: pydicom decoding exactly the frames the stage uses (frames 0, stride, ...
-of every cine; stills are only opened) and (b) one echo shard job over the same studies (read, decode,
-mask, crop, resize, view classification at demo size, best clip per view, Zarr writing). Prints DICOMs/s,
-frames/s, their ratio and each process's peak RSS.
+process, times (a) the floors: decoding exactly the frames the stage uses (frames 0, stride, ... of every
+cine; stills are only opened), with pydicom and, the lower floor, the encapsulated JPEG bytes with OpenCV
+alone (raw), and (b) one echo shard job over the same studies (read, decode, mask, crop, resize, view
+classification at demo size, best clip per view, Zarr writing). Prints DICOMs/s, frames/s, the ratios and
+each process's peak RSS.
+
+Both run under the same conditions: every file is read once before timing (a warm page cache for all),
+and the raw floor and the stage alternate over ``--repeats`` rounds (floor first in even rounds, stage
+first in odd ones) so that load from other work on the machine hits both alike; rates are the medians
+over the rounds, the ratio is theirs, and the range of the per-round ratios is printed too. The pydicom
+floor (slow) runs once per size. The studies and the stage's outputs are deleted afterwards unless
+``--workdir`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,23 +105,36 @@ def run_stage(root: str, plan: str, classifier: str) -> dict:
     from hftri_mimic.echo_stage import process_shard
     from hftri_mimic.view_classifier import ViewClassifierConfig
 
-    out = Path(tempfile.mkdtemp())
+    out = Path(tempfile.mkdtemp(prefix="echo_bench_stage_"))
     config = ViewClassifierConfig(variant="convnext_mini", input_size=SETTINGS.classify_size)
-    t0 = time.perf_counter()
-    stats = process_shard(
-        plan,
-        0,
-        root,
-        SETTINGS,
-        classifier,
-        config,
-        out / "0.zarr",
-        out / "0.index.parquet",
-        out / "0.dicoms.parquet",
-        out / "0.exclusions.parquet",
-        "echo/shards/0.zarr",
-    )
-    return {"seconds": time.perf_counter() - t0, "dicoms": stats["dicoms"], "frames": stats["frames"]}
+    try:
+        t0 = time.perf_counter()
+        stats = process_shard(
+            plan,
+            0,
+            root,
+            SETTINGS,
+            classifier,
+            config,
+            out / "0.zarr",
+            out / "0.index.parquet",
+            out / "0.dicoms.parquet",
+            out / "0.exclusions.parquet",
+            "echo/shards/0.zarr",
+        )
+        seconds = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"seconds": seconds, "dicoms": stats["dicoms"], "frames": stats["frames"]}
+
+
+def warm_page_cache(root: Path) -> int:
+    """Read every file under ``root`` once, so that the floors and the stage all find them in the page cache."""
+    n_bytes = 0
+    for path in root.rglob("*"):
+        if path.is_file():
+            n_bytes += len(path.read_bytes())
+    return n_bytes
 
 
 def measure(call: str) -> dict:
@@ -131,36 +155,65 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--studies", type=int, nargs="+", default=[10, 40])
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating raw-floor/stage rounds per size")
+    parser.add_argument("--workdir", type=Path, default=None, help="where to write the studies (kept; default: temp)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     from hftri_mimic.view_classifier import ViewClassifierConfig, build_view_classifier, save_view_classifier
 
-    base = Path(args.workdir or tempfile.mkdtemp())
-    classifier = base / "view_classifier.pt"  # untrained: costs the same to run as a trained one
-    save_view_classifier(
-        build_view_classifier(ViewClassifierConfig(variant="convnext_mini", input_size=64)), classifier
-    )
-    header = (
-        f"{'studies':>7} {'DICOMs':>6} {'frames':>6} {'pydicom fr/s':>12} {'raw fr/s':>9} {'stage dcm/s':>11} "
-        f"{'stage fr/s':>10} {'vs pydicom':>10} {'vs raw':>6} {'floor RSS MB':>12} {'stage RSS MB':>12}"
-    )
-    print(header)
-    for n in args.studies:
-        root = base / f"echo_{n}"
-        plan = root / "plan.parquet"
-        write_studies(root, n, args.height, args.width).write_parquet(plan)
-        floor = measure(f"run_floor({str(root)!r}, {str(plan)!r})")
-        raw = measure(f"run_floor({str(root)!r}, {str(plan)!r}, raw=True)")
-        stage = measure(f"run_stage({str(root)!r}, {str(plan)!r}, {str(classifier)!r})")
-        floor_rss = max(floor["peak_rss_mb"], raw["peak_rss_mb"])
-        print(
-            f"{n:>7} {floor['dicoms']:>6} {floor['frames']:>6} {floor['frames'] / floor['seconds']:>12.1f} "
-            f"{raw['frames'] / raw['seconds']:>9.1f} {stage['dicoms'] / stage['seconds']:>11.1f} "
-            f"{stage['frames'] / stage['seconds']:>10.1f} {stage['seconds'] / floor['seconds']:>10.2f} "
-            f"{stage['seconds'] / raw['seconds']:>6.2f} {floor_rss:>12.0f} {stage['peak_rss_mb']:>12.0f}"
+    base = args.workdir or Path(tempfile.mkdtemp(prefix="echo_bench_"))
+    try:
+        classifier = base / "view_classifier.pt"  # untrained: costs the same to run as a trained one
+        base.mkdir(parents=True, exist_ok=True)
+        save_view_classifier(
+            build_view_classifier(ViewClassifierConfig(variant="convnext_mini", input_size=64)), classifier
         )
-    print(f"echo benchmark done ({args.height}x{args.width} cines); ratios = stage time / floor time")
+        print(
+            f"page cache warm for all; raw floor and stage alternate, {args.repeats} rounds each in fresh "
+            "processes; rates are medians; pydicom floor once"
+        )
+        print(
+            f"{'studies':>7} {'DICOMs':>6} {'frames':>6} {'pydicom fr/s':>12} {'raw fr/s':>9} {'stage dcm/s':>11} "
+            f"{'stage fr/s':>10} {'vs pydicom':>10} {'vs raw':>6} {'round ratios':>12} {'floor RSS MB':>12} "
+            f"{'stage RSS MB':>12}"
+        )
+        for n in args.studies:
+            root = base / f"echo_{n}"
+            plan = root / "plan.parquet"
+            write_studies(root, n, args.height, args.width).write_parquet(plan)
+            warm_page_cache(root)
+            calls = {
+                "raw": f"run_floor({str(root)!r}, {str(plan)!r}, raw=True)",
+                "stage": f"run_stage({str(root)!r}, {str(plan)!r}, {str(classifier)!r})",
+            }
+            runs: dict[str, list[dict]] = {"raw": [], "stage": []}
+            for i in range(args.repeats):
+                for mode in ("raw", "stage") if i % 2 == 0 else ("stage", "raw"):
+                    runs[mode].append(measure(calls[mode]))
+            floor = measure(f"run_floor({str(root)!r}, {str(plan)!r})")
+            rates = {mode: [r["frames"] / r["seconds"] for r in rs] for mode, rs in runs.items()}
+            raw_rate, stage_rate = (statistics.median(rates[mode]) for mode in ("raw", "stage"))
+            ratios = [f / s for f, s in zip(rates["raw"], rates["stage"], strict=True)]
+            pydicom_rate = floor["frames"] / floor["seconds"]
+            stage = runs["stage"][0]
+            if any(r["frames"] != stage["frames"] for r in [floor, *runs["raw"], *runs["stage"]]):
+                raise RuntimeError(f"floor and stage decoded different frame counts at {n} studies")
+            floor_rss = max(floor["peak_rss_mb"], *(r["peak_rss_mb"] for r in runs["raw"]))
+            stage_rss = max(r["peak_rss_mb"] for r in runs["stage"])
+            print(
+                f"{n:>7} {stage['dicoms']:>6} {stage['frames']:>6} {pydicom_rate:>12.1f} {raw_rate:>9.1f} "
+                f"{stage_rate * stage['dicoms'] / stage['frames']:>11.1f} {stage_rate:>10.1f} "
+                f"{pydicom_rate / stage_rate:>10.2f} {raw_rate / stage_rate:>6.2f} "
+                f"{f'{min(ratios):.2f}-{max(ratios):.2f}':>12} {floor_rss:>12.0f} {stage_rss:>12.0f}",
+                flush=True,
+            )
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(base, ignore_errors=True)
+    print(
+        f"echo benchmark done ({args.height}x{args.width} cines); ratios = stage time / floor time; "
+        f"this process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
 
 
 if __name__ == "__main__":
