@@ -1,8 +1,9 @@
 """The training-seed spread (models/seeds.py, workflow/rules/seeds.smk): per-seed metrics recomputed with
-scikit-learn / scikit-survival, and the `seeds` target on the shared small trained run."""
+scikit-learn / scikit-survival, and the `seeds` target on a copy of the shared small trained run."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_seed_table_has_one_column_per_seed_and_marks_the_reported_one():
 
 
 def _seeds_config(workdir: Path, seeds: list[int], tasks: list[str]) -> tuple[str, str]:
-    """A second config file: the run's own with only the `seeds` block replaced (the shared run's config.yaml is
+    """A second config file: the run's own with only the `seeds` block replaced (its config.yaml is
     left as it is); snakemake's last --configfile wins."""
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["seeds"] = {"seeds": seeds, "tasks": tasks, "subsets": [TRIMODAL]}
@@ -88,12 +89,19 @@ def _seeds_config(workdir: Path, seeds: list[int], tasks: list[str]) -> tuple[st
     return ("--configfile", str(path))
 
 
+@pytest.fixture(scope="module")
+def seeded(trained_run, tmp_path_factory) -> Path:
+    """A copy of the shared trained run: other tests compare the shared run's eval/ folder with fresh runs."""
+    workdir = tmp_path_factory.mktemp("seeded")
+    shutil.copytree(trained_run, workdir, symlinks=True, dirs_exist_ok=True)
+    return workdir
+
+
 @pytest.mark.slow
-def test_seeds_target_retrains_with_other_seeds_beside_the_reported_run(trained_run):
-    """Runs in the shared trained run (it only adds files under eval/seeds, train/seeds and eval/SEEDS.md)."""
-    override = _seeds_config(trained_run, [5], ["diagnosis", "prognosis"])
-    snakemake(trained_run, "--cores", "2", "seeds", *override, timeout=1200)
-    out = trained_run / "results"
+def test_seeds_target_retrains_with_other_seeds_beside_the_reported_run(seeded):
+    override = _seeds_config(seeded, [5], ["diagnosis", "prognosis"])
+    snakemake(seeded, "--cores", "2", "seeds", *override, timeout=1200)
+    out = seeded / "results"
     table = pl.read_parquet(out / "eval/seeds.parquet")
     assert sorted(table["seed"].unique().to_list()) == [0, 5]
     reported = {
@@ -108,12 +116,12 @@ def test_seeds_target_retrains_with_other_seeds_beside_the_reported_run(trained_
     seed5_scores = pl.read_parquet(out / f"eval/seeds/predictions/seed5/diagnosis/{TRIMODAL}.parquet")["score"]
     assert not np.allclose(reported_scores.to_numpy(), seed5_scores.to_numpy())  # really another seed
     assert "seed 5" in (out / "eval/SEEDS.md").read_text()
-    dry = snakemake(trained_run, "-n", "seeds", *override)
+    dry = snakemake(seeded, "-n", "seeds", *override)
     assert planned_rules(dry) <= {"seeds"}, planned_rules(dry)
 
 
-def test_seeds_sharing_ensemble_members_are_refused(trained_run):
+def test_seeds_sharing_ensemble_members_are_refused(seeded):
     """The trained run's diagnosis ensemble has 2 members: seed 1 would reuse the reported run's second model."""
-    override = _seeds_config(trained_run, [1], ["diagnosis"])
-    proc = snakemake(trained_run, "-n", "seeds", *override, check=False)
+    override = _seeds_config(seeded, [1], ["diagnosis"])
+    proc = snakemake(seeded, "-n", "seeds", *override, check=False)
     assert proc.returncode != 0 and "share ensemble members" in proc.stdout + proc.stderr
