@@ -17,20 +17,20 @@ the stage's outputs are deleted afterwards unless ``--workdir`` is given.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from hftri_mimic.bench.common import alternating_rounds, measure_in_fresh_process, warm_page_cache
 
 
 def write_records(root: Path, n: int, seed: int = 0) -> pl.DataFrame:
@@ -95,27 +95,12 @@ def run_stage(root: str, plan: str) -> dict:
     return {"seconds": seconds, "records": stats["records"], "kept": stats["kept"]}
 
 
-def warm_page_cache(root: Path) -> int:
-    """Read every file under ``root`` once, so that floor and stage both find them in the page cache."""
-    n_bytes = 0
-    for path in root.rglob("*"):
-        if path.is_file():
-            n_bytes += len(path.read_bytes())
-    return n_bytes
-
-
 def measure(mode: str, root: Path, plan: Path) -> dict:
     """Run one mode in a fresh interpreter (imports warmed up first) and return its timing and peak RSS."""
-    code = (
-        "import json, resource, warnings; warnings.simplefilter('ignore');"
-        "import wfdb, neurokit2, zarr;"
-        "from hftri_mimic.bench.ecg import run_floor, run_stage;"
-        f"r = run_{mode}({str(root)!r}, {str(plan)!r});"
-        "r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024;"
-        "print(json.dumps(r))"
+    return measure_in_fresh_process(
+        "import wfdb, neurokit2, zarr; from hftri_mimic.bench.ecg import run_floor, run_stage",
+        f"run_{mode}({str(root)!r}, {str(plan)!r})",
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,10 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             plan = root / "plan.parquet"
             write_records(root, n).write_parquet(plan)
             warm_page_cache(root)
-            runs: dict[str, list[dict]] = {"floor": [], "stage": []}
-            for i in range(args.repeats):
-                for mode in ("floor", "stage") if i % 2 == 0 else ("stage", "floor"):
-                    runs[mode].append(measure(mode, root, plan))
+            runs = alternating_rounds(partial(measure, root=root, plan=plan), ("floor", "stage"), args.repeats)
             rates = {mode: [r["records"] / r["seconds"] for r in rs] for mode, rs in runs.items()}
             floor_rate, stage_rate = (statistics.median(rates[mode]) for mode in ("floor", "stage"))
             ratios = [f / s for f, s in zip(rates["floor"], rates["stage"], strict=True)]

@@ -20,12 +20,9 @@ floor (slow) runs once per size. The studies and the stage's outputs are deleted
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -35,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from hftri_mimic.bench.common import alternating_rounds, measure_in_fresh_process, warm_page_cache
 from hftri_mimic.demo.records import VIEW_PRESENCE
 from hftri_mimic.echo import VIEWS, EchoSettings
 
@@ -128,26 +126,10 @@ def run_stage(root: str, plan: str, classifier: str) -> dict:
     return {"seconds": seconds, "dicoms": stats["dicoms"], "frames": stats["frames"]}
 
 
-def warm_page_cache(root: Path) -> int:
-    """Read every file under ``root`` once, so that the floors and the stage all find them in the page cache."""
-    n_bytes = 0
-    for path in root.rglob("*"):
-        if path.is_file():
-            n_bytes += len(path.read_bytes())
-    return n_bytes
-
-
 def measure(call: str) -> dict:
-    code = (
-        "import json, resource, warnings; warnings.simplefilter('ignore');"
-        "import pydicom, torch, cv2, zarr;"
-        "from hftri_mimic.bench.echo import run_floor, run_stage;"
-        f"r = {call};"
-        "r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024;"
-        "print(json.dumps(r))"
+    return measure_in_fresh_process(
+        "import pydicom, torch, cv2, zarr; from hftri_mimic.bench.echo import run_floor, run_stage", call
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,10 +168,7 @@ def main(argv: list[str] | None = None) -> None:
                 "raw": f"run_floor({str(root)!r}, {str(plan)!r}, raw=True)",
                 "stage": f"run_stage({str(root)!r}, {str(plan)!r}, {str(classifier)!r})",
             }
-            runs: dict[str, list[dict]] = {"raw": [], "stage": []}
-            for i in range(args.repeats):
-                for mode in ("raw", "stage") if i % 2 == 0 else ("stage", "raw"):
-                    runs[mode].append(measure(calls[mode]))
+            runs = alternating_rounds(lambda mode, calls=calls: measure(calls[mode]), ("raw", "stage"), args.repeats)
             floor = measure(f"run_floor({str(root)!r}, {str(plan)!r})")
             rates = {mode: [r["frames"] / r["seconds"] for r in rs] for mode, rs in runs.items()}
             raw_rate, stage_rate = (statistics.median(rates[mode]) for mode in ("raw", "stage"))
