@@ -36,6 +36,13 @@ def register_parquet(con: duckdb.DuckDBPyConnection, **tables: Path | str) -> No
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({sql_literal(str(path))})")
 
 
+def shard_ids(plan_path: Path | str) -> list[int]:
+    """The shard numbers of a shard plan (an empty cohort has none). Here rather than beside the Zarr code:
+    the Snakefile calls it, and importing polars and zarr would slow every ``snakemake`` start."""
+    rows = duckdb.execute(f"SELECT DISTINCT shard FROM read_parquet({sql_literal(str(plan_path))}) ORDER BY shard")
+    return [shard for (shard,) in rows.fetchall()]
+
+
 def concept_sql(name: str) -> str:
     """The text of the SQL concept ``hftri_mimic/sql/<name>.sql``."""
     return resources.files("hftri_mimic.sql").joinpath(f"{name}.sql").read_text()
@@ -52,16 +59,23 @@ def run_concept(con: duckdb.DuckDBPyConnection, name: str, **params) -> duckdb.D
 
 
 def copy_to_parquet(
-    con: duckdb.DuckDBPyConnection, select_sql: str, out: Path | str, params: dict | None = None, sort: bool = True
+    con: duckdb.DuckDBPyConnection,
+    select_sql: str,
+    out: Path | str,
+    params: dict | None = None,
+    sort: bool = True,
+    compression_level: int = 3,
 ) -> int:
     """Write a query's result to a zstd Parquet file; return the number of rows written.
 
     ``sort`` orders the rows by all columns, so that a rerun writes the same bytes whatever the thread
-    scheduling (callers whose query ends in a deterministic ORDER BY pass ``sort=False``).
+    scheduling (callers whose query ends in a deterministic ORDER BY pass ``sort=False``). ``compression_level``:
+    zstd's (3, its default; ingest writes at 1).
     """
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(str(out) + ".tmp")
     query = f"SELECT * FROM ({select_sql}) ORDER BY ALL" if sort else select_sql
-    con.execute(f"COPY ({query}) TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)", params or {})
+    options = f"FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {int(compression_level)}"
+    con.execute(f"COPY ({query}) TO {sql_literal(str(tmp))} ({options})", params or {})
     tmp.replace(out)  # atomic: a killed job never leaves a half-written output under the final name
     return con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(out))})").fetchone()[0]

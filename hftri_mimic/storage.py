@@ -26,11 +26,6 @@ def plan_shards(records: pl.DataFrame, shard_size: int, sort_by: list[str]) -> p
     return records.sort(sort_by).with_columns(shard=(pl.int_range(pl.len()) // shard_size).cast(pl.Int64))
 
 
-def shard_ids(plan_path: Path | str) -> list[int]:
-    """The shard numbers of a plan (an empty cohort has none)."""
-    return sorted(pl.read_parquet(plan_path, columns=["shard"])["shard"].unique().to_list())
-
-
 class ShardWriter:
     """Appends fixed-shape samples to one array of a Zarr v3 store, in chunks, so that memory holds at
     most one chunk of samples whatever the shard size."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,7 @@ def stage_config(root: Path) -> Path:
 def run_stage(root: str, cores: int) -> dict:
     """Run the stage with Snakemake; returns its wall time and the raw files its ingest jobs read."""
     root_path = Path(root)
+    shutil.rmtree(root_path / "results", ignore_errors=True)  # a rerun must do all the work again
     config = stage_config(root_path)
     targets = [str(root_path / "results" / t) for t in STAGE_TARGETS]
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", root]
@@ -131,12 +133,37 @@ def run_generate_counts(root: str, scale: float, seed: int) -> dict:
     return {"counts": counts, "seconds": time.perf_counter() - t0}
 
 
+def generate_once(root: Path, scale: float, seed: int, reuse: bool) -> dict:
+    """Generate the source tree (timed, in a fresh process), or read back the record of an earlier generation."""
+    record = root / "generated.json"
+    if reuse and record.exists():
+        generated = json.loads(record.read_text())
+        if generated["scale"] == scale and generated["seed"] == seed:
+            return generated
+    generated = measure("generate_counts", {"root": str(root), "scale": scale, "seed": seed})
+    generated.update(scale=scale, seed=seed)
+    record.write_text(json.dumps(generated))
+    return generated
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (the upper median for an even count), its peak RSS the largest of all."""
+    chosen = dict(sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2])
+    chosen["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+    chosen["all_seconds"] = [run["seconds"] for run in runs]
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", type=float, nargs="+", default=[0.01, 0.1])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--seed", type=int, default=20251)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the generated trees here (default: temp)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="with --workdir: use a tree generated there before (same scale and seed)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="floor and stage runs per scale, alternating")
     args = parser.parse_args(argv)
 
     rows = []
@@ -145,10 +172,18 @@ def main(argv: list[str] | None = None) -> None:
         for scale in args.scales:
             root = base / f"scale{scale:g}"
             root.mkdir(parents=True, exist_ok=True)
-            generated = measure("generate_counts", {"root": str(root), "scale": scale, "seed": args.seed})
+            generated = generate_once(root, scale, args.seed, reuse=args.reuse and args.workdir is not None)
             counts, generation = generated["counts"], generated["seconds"]
-            stage = measure("stage", {"root": str(root), "cores": args.cores})
-            floor = measure("floor", {"files": stage["files"]})
+            stages, floors = [], []
+            for round_ in range(args.rounds):
+                # Alternate which side runs first, so that neither always finds the other's files in the page cache.
+                if round_ % 2 == 0:
+                    stages.append(measure("stage", {"root": str(root), "cores": args.cores}))
+                    floors.append(measure("floor", {"files": stages[-1]["files"]}))
+                else:
+                    floors.append(measure("floor", {"files": stages[-1]["files"]}))
+                    stages.append(measure("stage", {"root": str(root), "cores": args.cores}))
+            stage, floor = median_run(stages), median_run(floors)
             rows.append(
                 {
                     "scale": scale,
@@ -168,7 +203,16 @@ def main(argv: list[str] | None = None) -> None:
                 f"scale {scale:g}: {row['patients']:,} patients, {row['labevents']:,} labevents, "
                 f"{row['tables']} raw tables; generation {generation:.0f} s ({generated['peak_rss_mb']:.0f} MB); "
                 f"floor {floor['seconds']:.1f} s ({floor['peak_rss_mb']:.0f} MB); "
-                f"stage {stage['seconds']:.1f} s ({stage['peak_rss_mb']:.0f} MB); ratio {row['ratio']:.1f}",
+                f"stage {stage['seconds']:.1f} s ({stage['peak_rss_mb']:.0f} MB); ratio {row['ratio']:.1f}"
+                + (
+                    f" (medians of {args.rounds} rounds; floor "
+                    + ", ".join(f"{x:.1f}" for x in floor["all_seconds"])
+                    + " s; stage "
+                    + ", ".join(f"{x:.1f}" for x in stage["all_seconds"])
+                    + " s)"
+                    if args.rounds > 1
+                    else ""
+                ),
                 flush=True,
             )
     print("| scale | patients | labevents | floor s | stage s | stage / floor | peak RSS floor / stage |")

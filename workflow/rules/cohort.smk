@@ -13,7 +13,7 @@ rule lab_admissions:
         OUT / "logs/cohort/lab_admissions.log",
     benchmark:
         OUT / "benchmarks/cohort/lab_admissions.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,  # minutes
@@ -35,7 +35,7 @@ rule ecg_admissions:
         OUT / "logs/cohort/ecg_admissions.log",
     benchmark:
         OUT / "benchmarks/cohort/ecg_admissions.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=30,  # minutes
@@ -57,7 +57,7 @@ rule echo_admissions:
         OUT / "logs/cohort/echo_admissions.log",
     benchmark:
         OUT / "benchmarks/cohort/echo_admissions.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=30,  # minutes
@@ -84,7 +84,7 @@ rule index_admissions:
         OUT / "logs/cohort/index_admissions.log",
     benchmark:
         OUT / "benchmarks/cohort/index_admissions.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,  # minutes
@@ -105,7 +105,7 @@ rule hf_admissions:
         OUT / "logs/cohort/hf_admissions.log",
     benchmark:
         OUT / "benchmarks/cohort/hf_admissions.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=30,  # minutes

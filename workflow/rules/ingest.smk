@@ -14,7 +14,7 @@ rule ingest_table:
         OUT / "logs/ingest/{table}.log",
     benchmark:
         OUT / "benchmarks/ingest/{table}.tsv"
-    threads: 2
+    threads: lambda wildcards: ingest_threads(wildcards.table)
     resources:
         mem_mb=6000,
         runtime=120,  # minutes

@@ -1,8 +1,6 @@
 # Helpers of the PTB-XL branch (workflow/rules/ptbxl.smk): paths, model settings, the real-source check.
 import copy
 
-from hftri_mimic.ptbxl import check_ptbxl_source
-
 PTB = OUT / "ptbxl"
 PTBXL = config["ptbxl"]
 PTBXL_DEMO = PTBXL["kind"] == "demo"
@@ -73,6 +71,8 @@ def check_ptbxl_config():
         return
     if not PTBXL["root"]:
         raise ValueError("config ptbxl.root: required when ptbxl.kind is 'real' (the PTB-XL release folder)")
+    from hftri_mimic.ptbxl import check_ptbxl_source  # here: pandas would slow every snakemake start
+
     try:
         check_ptbxl_source(PTBXL["root"])
     except ValueError as err:
