@@ -172,3 +172,64 @@ def test_ground_truth_lives_outside_the_source_tree(with_signals):
     source_files = {p.name for p in (with_signals / "source").rglob("*") if p.is_file()}
     assert not any(name.endswith(".parquet") for name in source_files)
     assert (with_signals / "truth/echo_dicoms.parquet").is_file()
+
+
+@pytest.fixture(scope="module")
+def at_scale(tmp_path_factory) -> tuple[Path, dict]:
+    """Benchmark mode: 0.4% of MIMIC-IV v3.1's patients (1,459), tables only."""
+    out = tmp_path_factory.mktemp("at_scale")
+    counts = generate_demo_source(out / "source", out / "truth", DemoSpec(scale=0.004), write_signals=False)
+    return out, counts
+
+
+def test_scale_mode_writes_mimic_iv_v31_rows_per_patient(at_scale):
+    from hftri_mimic.demo.calibrate import V31_ROWS
+
+    out, counts = at_scale
+    con = duckdb.connect()
+    patients = con.execute(f"SELECT count(*) FROM read_csv_auto('{out}/source/hosp/patients.csv.gz')").fetchone()[0]
+    assert patients == round(V31_ROWS["patients"] * 0.004)
+    for table in ("admissions", "diagnoses_icd", "labevents", "omr", "prescriptions"):
+        rows = con.execute(f"SELECT count(*) FROM read_csv_auto('{out}/source/hosp/{table}.csv.gz')").fetchone()[0]
+        assert rows == counts[table]
+        expected = V31_ROWS[table] * patients / V31_ROWS["patients"]
+        assert abs(rows / expected - 1) < 0.01, f"{table}: {rows} rows, v3.1 has {expected:.0f} for {patients} patients"
+    # Patients without any hospital admission exist (about 4 in 10 in v3.1), and keep their outpatient labs.
+    without = con.execute(
+        f"""SELECT count(*) FROM read_csv_auto('{out}/source/hosp/patients.csv.gz') p
+            WHERE NOT EXISTS (SELECT 1 FROM read_csv_auto('{out}/source/hosp/admissions.csv.gz') a
+                              WHERE a.subject_id = p.subject_id)"""
+    ).fetchone()[0]
+    assert 0.2 < without / patients < 0.5
+
+
+def test_scale_mode_tables_ingest_whole_with_unique_ids_and_dangling_references_none(at_scale, tmp_path):
+    from hftri_mimic.ingest import ingest_table
+
+    out, counts = at_scale
+    for table in ("admissions", "diagnoses_icd", "labevents", "omr", "prescriptions"):
+        kept = ingest_table(table, out / f"source/hosp/{table}.csv.gz", tmp_path / f"{table}.parquet")
+        assert kept == counts[table], f"{table}: {counts[table] - kept} rows excluded at ingest"
+    con = duckdb.connect()
+    pq = {t: f"read_parquet('{tmp_path}/{t}.parquet')" for t in ("admissions", "diagnoses_icd", "labevents")}
+    pq["prescriptions"] = f"read_parquet('{tmp_path}/prescriptions.parquet')"
+    for table, key in (("labevents", "labevent_id"), ("prescriptions", "pharmacy_id"), ("admissions", "hadm_id")):
+        distinct, total = con.execute(f"SELECT count(DISTINCT {key}), count(*) FROM {pq[table]}").fetchone()
+        assert distinct == total, f"{table}.{key} repeats"
+    duplicate_seq = con.execute(
+        f"SELECT count(*) FROM (SELECT hadm_id, seq_num FROM {pq['diagnoses_icd']} GROUP BY ALL HAVING count(*) > 1)"
+    ).fetchone()[0]
+    assert duplicate_seq == 0
+    for table in ("diagnoses_icd", "labevents", "prescriptions"):
+        dangling = con.execute(
+            f"SELECT count(*) FROM {pq[table]} t WHERE t.hadm_id IS NOT NULL "
+            f"AND t.hadm_id NOT IN (SELECT hadm_id FROM {pq['admissions']})"
+        ).fetchone()[0]
+        assert dangling == 0, f"{dangling} {table} rows name an admission that does not exist"
+
+
+@pytest.mark.parametrize("table", ["admissions", "diagnoses_icd", "labevents", "omr", "prescriptions"])
+def test_scale_mode_tables_keep_the_real_column_types(at_scale, table):
+    real = inferred_types(require_shared(MIMIC_DEMO_HOSP / f"{table}.csv.gz"))
+    ours = inferred_types(at_scale[0] / "source/hosp" / f"{table}.csv.gz")
+    assert ours == real, f"{table}: generated (name, DuckDB type) differ from MIMIC-IV demo: {ours} vs {real}"

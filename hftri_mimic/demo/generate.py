@@ -26,6 +26,7 @@ import polars as pl
 from tqdm import tqdm
 
 from hftri_mimic.demo import hosp, records
+from hftri_mimic.demo.calibrate import calibrate_chunk
 from hftri_mimic.demo.population import CARDIAC, draw_population
 from hftri_mimic.ingest import HOSP_TABLES
 
@@ -125,6 +126,8 @@ def generate_demo_source(
             "omr": hosp.omr_table(rng, pop),
             "prescriptions": hosp.prescriptions_table(rng, pop, next_pharmacy_id),
         }
+        if spec.scale is not None:  # benchmark sources: MIMIC-IV v3.1's rows per patient (a stream of its own)
+            tables = calibrate_chunk(np.random.default_rng([spec.seed, chunk, 3]), tables)
         next_labevent_id += tables["labevents"].height
         next_pharmacy_id += tables["prescriptions"].height
         for name, frame in tables.items():

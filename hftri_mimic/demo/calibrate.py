@@ -1,0 +1,149 @@
+"""Row counts of MIMIC-IV v3.1 for the demo generator's ``scale`` mode (the benchmark sources, issue #10).
+
+The demo's population is built around cardiac admissions: every patient has one, with labs drawn at the
+rates of those stays, so at scale 1.0 it would write 1.54x v3.1's admissions and 0.78x its labevents. The
+benchmarks measure costs that follow row counts, so each scale-mode chunk is brought to v3.1's rows per patient
+(SPEC §3) here, after the demo's own tables are drawn and with a random stream of its own (the default demo, which
+has no ``scale``, never comes here and keeps its tables and planted signal unchanged):
+
+- admissions: all admissions of randomly chosen patients are dropped, with their diagnoses, prescriptions and
+  in-hospital labs, until the chunk has v3.1's admissions per patient; those patients keep their patients row,
+  outpatient labs, OMR and ECG/echo records (about 39% of v3.1's patients have no hospital admission);
+- diagnoses_icd: extra secondary codes (the demo's non-cardiac filler codes) on the remaining admissions;
+- labevents: extra outpatient draws (``hadm_id`` empty), copies of the patient's own draws moved 30 days to
+  4 years earlier, with a new specimen;
+- omr: copies of the patient's own measurements on other dates;
+- prescriptions: repeat orders within the same admission, started up to three days later, without a POE order.
+
+Each table stays sorted as the generator writes it and keeps its own id sequences.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from hftri_mimic.demo.vocab import FILLER
+
+V31_ROWS = {
+    "patients": 364_627,
+    "admissions": 546_028,
+    "diagnoses_icd": 6_364_488,
+    "labevents": 158_374_764,
+    "omr": 7_753_027,
+    "prescriptions": 20_292_611,
+}
+
+
+def v31_rows(table: str, patients: int) -> int:
+    """Rows of ``table`` that ``patients`` patients have in MIMIC-IV v3.1, at its rows per patient."""
+    return round(V31_ROWS[table] * patients / V31_ROWS["patients"])
+
+
+def calibrate_chunk(rng: np.random.Generator, tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """One chunk's hosp tables with v3.1's rows per patient (see the module docstring)."""
+    patients = tables["patients"].height
+    tables = _drop_admitted_patients(rng, tables, v31_rows("admissions", patients))
+    tables["diagnoses_icd"] = _more_diagnoses(rng, tables["diagnoses_icd"], v31_rows("diagnoses_icd", patients))
+    tables["labevents"] = _more_outpatient_labs(rng, tables["labevents"], v31_rows("labevents", patients))
+    tables["omr"] = _more_omr(rng, tables["omr"], v31_rows("omr", patients))
+    tables["prescriptions"] = _more_prescriptions(rng, tables["prescriptions"], v31_rows("prescriptions", patients))
+    return tables
+
+
+def _drop_admitted_patients(rng: np.random.Generator, tables: dict[str, pl.DataFrame], target: int) -> dict:
+    admissions = tables["admissions"]
+    if admissions.height <= target:
+        return tables
+    per_subject = admissions.group_by("subject_id", maintain_order=True).len()
+    order = rng.permutation(per_subject.height)
+    removed = np.cumsum(per_subject["len"].to_numpy()[order])
+    n_drop = int(np.searchsorted(removed, admissions.height - target)) + 1
+    dropped = pl.Series(per_subject["subject_id"].to_numpy()[order[:n_drop]])
+    dropped_hadm = admissions.filter(pl.col("subject_id").is_in(dropped.implode()))["hadm_id"]
+    in_dropped = pl.col("hadm_id").is_in(dropped_hadm.implode())
+    return tables | {
+        "admissions": admissions.filter(~pl.col("subject_id").is_in(dropped.implode())),
+        "diagnoses_icd": tables["diagnoses_icd"].filter(~in_dropped),
+        "labevents": tables["labevents"].filter(pl.col("hadm_id").is_null() | ~in_dropped),
+        "prescriptions": tables["prescriptions"].filter(~in_dropped),
+    }
+
+
+def _sample_rows(rng: np.random.Generator, frame: pl.DataFrame, n: int) -> pl.DataFrame:
+    return frame[rng.integers(0, frame.height, n)]
+
+
+def _more_diagnoses(rng: np.random.Generator, diagnoses: pl.DataFrame, target: int) -> pl.DataFrame:
+    extra = target - diagnoses.height
+    if extra <= 0 or diagnoses.is_empty():
+        return diagnoses
+    copies = _sample_rows(rng, diagnoses, extra)
+    version = copies["icd_version"].to_numpy()
+    codes = {v: np.array([code for code, _ in FILLER[v]], dtype=object) for v in (9, 10)}
+    new_code = np.where(
+        version == 9,
+        codes[9][rng.integers(0, len(codes[9]), extra)],
+        codes[10][rng.integers(0, len(codes[10]), extra)],
+    )
+    copies = copies.with_columns(icd_code=pl.Series(new_code, dtype=pl.String))
+    # The extra codes follow the admission's own, numbered on from its last seq_num.
+    both = pl.concat([diagnoses.with_columns(_extra=pl.lit(0)), copies.with_columns(_extra=pl.lit(1))])
+    both = both.with_row_index("_pos").sort(["_extra", "_pos"])
+    last = diagnoses.group_by("hadm_id").agg(pl.col("seq_num").max().alias("_last"))
+    both = both.join(last, on="hadm_id", how="left").with_columns(
+        seq_num=pl.when(pl.col("_extra") == 1)
+        .then(pl.col("_last") + pl.int_range(1, pl.len() + 1).over("hadm_id", "_extra"))
+        .otherwise(pl.col("seq_num"))
+    )
+    return both.sort(["subject_id", "hadm_id", "seq_num"]).select(diagnoses.columns)
+
+
+def _more_outpatient_labs(rng: np.random.Generator, labevents: pl.DataFrame, target: int) -> pl.DataFrame:
+    extra = target - labevents.height
+    if extra <= 0 or labevents.is_empty():
+        return labevents
+    copies = _sample_rows(rng, labevents, extra)
+    earlier = pl.Series(rng.integers(30, 4 * 365, extra) * 86_400_000, dtype=pl.Int64).cast(pl.Duration("ms"))
+    specimen = labevents["specimen_id"].max() + 1 + rng.permutation(extra)
+    copies = copies.with_columns(
+        hadm_id=pl.lit(None, dtype=labevents.schema["hadm_id"]),
+        charttime=pl.col("charttime") - earlier,
+        storetime=pl.col("storetime") - earlier,
+        specimen_id=pl.Series(specimen, dtype=labevents.schema["specimen_id"]),
+    )
+    first_id = labevents["labevent_id"].min()
+    both = pl.concat([labevents, copies]).sort(["subject_id", "charttime", "itemid"])
+    return both.with_columns(
+        labevent_id=pl.int_range(first_id, first_id + pl.len(), dtype=labevents.schema["labevent_id"])
+    )
+
+
+def _more_omr(rng: np.random.Generator, omr: pl.DataFrame, target: int) -> pl.DataFrame:
+    extra = target - omr.height
+    if extra <= 0 or omr.is_empty():
+        return omr
+    copies = _sample_rows(rng, omr, extra)
+    days = pl.Series(rng.integers(1, 4 * 365, extra) * np.where(rng.random(extra) < 0.5, -1, 1)).cast(pl.Int64)
+    copies = copies.with_columns(chartdate=pl.col("chartdate") + pl.duration(days=days), seq_num=pl.lit(1))
+    return pl.concat([omr, copies.cast(omr.schema)]).sort(["subject_id", "chartdate", "result_name"])
+
+
+def _more_prescriptions(rng: np.random.Generator, prescriptions: pl.DataFrame, target: int) -> pl.DataFrame:
+    extra = target - prescriptions.height
+    if extra <= 0 or prescriptions.is_empty():
+        return prescriptions
+    copies = _sample_rows(rng, prescriptions, extra)
+    later = pl.Series(rng.integers(1, 72, extra) * 3_600_000, dtype=pl.Int64).cast(pl.Duration("ms"))
+    copies = copies.with_columns(
+        starttime=pl.col("starttime") + later,
+        stoptime=pl.col("stoptime") + later,
+        poe_id=pl.lit(None, dtype=pl.String),
+        poe_seq=pl.lit(None, dtype=prescriptions.schema["poe_seq"]),
+    )
+    # The generator numbers pharmacy_id as 3k + 1 in starttime order; so do the copies, after the chunk's own.
+    first = prescriptions["pharmacy_id"].min()
+    both = pl.concat([prescriptions, copies.cast(prescriptions.schema)]).sort(["subject_id", "starttime"])
+    return both.with_columns(
+        pharmacy_id=(pl.int_range(0, pl.len(), dtype=pl.Int64) * 3 + first).cast(prescriptions.schema["pharmacy_id"])
+    )
