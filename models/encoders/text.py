@@ -168,36 +168,22 @@ def load_wordpiece_tokenizer(
 
 
 def build_demo_vocab(
-    texts: Sequence[str], out_folder: str | Path, *, size: int = 2000, lowercase: bool = True, min_frequency: int = 1
+    texts: Sequence[str], out_folder: str | Path, *, size: int = 2000, lowercase: bool = True
 ) -> Path:
-    """Train a small WordPiece vocabulary on ``texts`` with the ``tokenizers`` library and write it.
+    """A small WordPiece vocabulary for ``texts`` in a BERT folder, for random-initialised text encoders.
 
-    Writes ``out_folder/vocab.txt`` (ids 0-4: [PAD] [UNK] [CLS] [SEP] [MASK], then the learned tokens; ``size`` is
-    the upper bound on its length) and ``tokenizer_config.json`` recording ``do_lower_case``.  BERT's normaliser
-    and pre-tokeniser are used, so the vocabulary fits :func:`load_wordpiece_tokenizer`.  Nothing is downloaded.
-    Returns the folder.
+    Writes ``out_folder/vocab.txt`` with :func:`hftri_mimic.text.build_demo_vocab` (ids 0-4: [PAD] [UNK] [CLS]
+    [SEP] [MASK], then the characters, their ``##`` continuations and the most frequent words up to ``size``;
+    deterministic, unlike the ``tokenizers`` trainer) and ``tokenizer_config.json`` recording ``do_lower_case``,
+    so that :func:`load_wordpiece_tokenizer` reads it with the same casing. Nothing is downloaded. Returns the
+    folder.
     """
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers
-    from tokenizers.models import WordPiece
-    from tokenizers.trainers import WordPieceTrainer
+    from hftri_mimic.text import build_demo_vocab as build_vocab_file
 
     if size < len(SPECIAL_TOKENS) + 1:
         raise ValueError(f"vocabulary size {size} leaves no room beside the special tokens")
-    tokenizer = Tokenizer(WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = WordPieceTrainer(
-        vocab_size=size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        continuing_subword_prefix="##",
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(list(texts), trainer=trainer)
-    by_id = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
     out = Path(out_folder)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in by_id), encoding="utf-8")
+    build_vocab_file(texts, out, vocab_size=size, lowercase=lowercase)
     (out / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lowercase}) + "\n")
     return out
 
