@@ -7,14 +7,11 @@ wildcard_constraints:
     variant="|".join(re.escape(v) for v in config["compare"]["variants"]) or "(?!)",
 
 
-rule train_variant:
-    input:
-        unpack(training_inputs),
+# A variant's run is train_model's with the variant's model overrides and its own paths.
+use rule train_model as train_variant with:
     output:
         predictions=OUT / "eval/compare/predictions/{variant}/{task}/{subset}.parquet",
         summary=OUT / "train/compare/{variant}/{task}/{subset}/summary.json",
-    wildcard_constraints:
-        task="diagnosis|prognosis",
     params:
         out_dir=OUT,
         model=lambda wildcards: model_params(wildcards.variant),
@@ -24,15 +21,6 @@ rule train_variant:
         OUT / "logs/train/compare/{variant}/{task}/{subset}.log",
     benchmark:
         OUT / "benchmarks/train/compare/{variant}/{task}/{subset}.tsv"
-    threads: config["train"]["threads"]
-    resources:
-        mem_mb=8000,
-        runtime=lambda wildcards: 600 if wildcards.task == "prognosis" else 120,  # minutes
-        gpu=config["train"]["gpu"],
-    conda:
-        "../../envs/train.yaml"
-    script:
-        "../scripts/train_model.py"
 
 
 rule compare_tables:

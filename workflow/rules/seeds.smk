@@ -2,9 +2,8 @@
 # train.optim.seed replaced, by the same script, features and splits; eval/SEEDS.md puts them beside the reported run.
 
 
-rule train_seed:
-    input:
-        unpack(training_inputs),
+# A seed run is train_model's with another optimiser seed and its own paths.
+use rule train_model as train_seed with:
     output:
         predictions=OUT / "eval/seeds/predictions/seed{seed}/{task}/{subset}.parquet",
         summary=OUT / "train/seeds/seed{seed}/{task}/{subset}/summary.json",
@@ -20,15 +19,6 @@ rule train_seed:
         OUT / "logs/train/seeds/seed{seed}/{task}/{subset}.log",
     benchmark:
         OUT / "benchmarks/train/seeds/seed{seed}/{task}/{subset}.tsv"
-    threads: config["train"]["threads"]
-    resources:
-        mem_mb=8000,
-        runtime=lambda wildcards: 600 if wildcards.task == "prognosis" else 120,  # minutes
-        gpu=config["train"]["gpu"],
-    conda:
-        "../../envs/train.yaml"
-    script:
-        "../scripts/train_model.py"
 
 
 rule seed_table:
