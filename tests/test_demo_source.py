@@ -183,7 +183,7 @@ def at_scale(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_scale_mode_writes_mimic_iv_v31_rows_per_patient(at_scale):
-    from hftri_mimic.demo.calibrate import V31_ROWS
+    from hftri_mimic.demo.calibrate import V31_ROWS, v31_rows
 
     out, counts = at_scale
     con = duckdb.connect()
@@ -194,6 +194,23 @@ def test_scale_mode_writes_mimic_iv_v31_rows_per_patient(at_scale):
         assert rows == counts[table]
         expected = V31_ROWS[table] * patients / V31_ROWS["patients"]
         assert abs(rows / expected - 1) < 0.01, f"{table}: {rows} rows, v3.1 has {expected:.0f} for {patients} patients"
+    lists = {
+        "ecg_records": f"{out}/source/ecg/record_list.csv",
+        "echo_studies": f"{out}/source/echo/echo-study-list.csv",
+        "echo_dicoms": f"{out}/source/echo/echo-record-list.csv",
+    }
+    for name, path in lists.items():
+        rows = con.execute(f"SELECT count(*) FROM read_csv_auto('{path}')").fetchone()[0]
+        assert rows == counts[name] == v31_rows(name, patients), f"{name}: {rows} rows"
+    paths, distinct = con.execute(
+        f"SELECT count(*), count(DISTINCT dicom_filepath) FROM read_csv_auto('{lists['echo_dicoms']}')"
+    ).fetchone()
+    assert paths == distinct, "two DICOM rows share a file path"
+    orphans = con.execute(
+        f"SELECT count(*) FROM read_csv_auto('{lists['echo_dicoms']}') WHERE study_id NOT IN "
+        f"(SELECT study_id FROM read_csv_auto('{lists['echo_studies']}'))"
+    ).fetchone()[0]
+    assert orphans == 0, "DICOMs of a study that is not in the study list"
     # Patients without any hospital admission exist (about 4 in 10 in v3.1), and keep their outpatient labs.
     without = con.execute(
         f"""SELECT count(*) FROM read_csv_auto('{out}/source/hosp/patients.csv.gz') p

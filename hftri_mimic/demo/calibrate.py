@@ -15,6 +15,11 @@ has no ``scale``, never comes here and keeps its tables and planted signal uncha
 - omr: copies of the patient's own measurements on other dates;
 - prescriptions: repeat orders within the same admission, started up to three days later, without a POE order.
 
+The record lists follow MIMIC-IV-ECG v1.0 and MIMIC-IV-ECHO v0.1 (SPEC §3: about 800k ECGs; 7,243 echo studies
+with about 525k DICOMs) per MIMIC-IV patient: a random part of the demo's ECGs and echo studies is kept (echo is
+rare in the real archive: one study per ~50 patients), and each kept study gets more DICOMs (repeated views, as
+real studies hold 50-100), numbered on from its own.
+
 Each table stays sorted as the generator writes it and keeps its own id sequences.
 """
 
@@ -35,9 +40,14 @@ V31_ROWS = {
 }
 
 
+# MIMIC-IV-ECG v1.0 and MIMIC-IV-ECHO v0.1 as SPEC §3 gives them (ECGs and DICOMs: "about").
+RECORD_ROWS = {"ecg_records": 800_000, "echo_studies": 7_243, "echo_dicoms": 525_000}
+
+
 def v31_rows(table: str, patients: int) -> int:
     """Rows of ``table`` that ``patients`` patients have in MIMIC-IV v3.1, at its rows per patient."""
-    return round(V31_ROWS[table] * patients / V31_ROWS["patients"])
+    rows = V31_ROWS[table] if table in V31_ROWS else RECORD_ROWS[table]
+    return round(rows * patients / V31_ROWS["patients"])
 
 
 def calibrate_chunk(rng: np.random.Generator, tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
@@ -147,3 +157,41 @@ def _more_prescriptions(rng: np.random.Generator, prescriptions: pl.DataFrame, t
     return both.with_columns(
         pharmacy_id=(pl.int_range(0, pl.len(), dtype=pl.Int64) * 3 + first).cast(prescriptions.schema["pharmacy_id"])
     )
+
+
+def keep_records(rng: np.random.Generator, records: pl.DataFrame, target: int) -> pl.DataFrame:
+    """A random ``target`` rows of an ECG or echo-study list (all when it has fewer), in the list's order."""
+    if records.height <= target:
+        return records
+    keep = np.zeros(records.height, dtype=bool)
+    keep[rng.choice(records.height, size=target, replace=False)] = True
+    return records.filter(pl.Series(keep))
+
+
+def more_dicoms(rng: np.random.Generator, dicoms: pl.DataFrame, target: int) -> pl.DataFrame:
+    """The echo DICOM rows (``records.echo_dicoms``) with repeated views added until there are ``target``: copies
+    of a study's own DICOMs, acquired after its last one and numbered on from its last instance."""
+    extra = target - dicoms.height
+    if extra <= 0 or dicoms.is_empty():
+        return dicoms
+    copies = _sample_rows(rng, dicoms, extra).with_columns(_copy=pl.lit(True))
+    last = dicoms.group_by("study_id").agg(
+        pl.col("_instance").max().alias("_last"), pl.col("acquisition_datetime").max().alias("_last_time")
+    )
+    copies = copies.join(last, on="study_id", how="left").with_columns(
+        _instance=pl.col("_last") + pl.int_range(1, pl.len() + 1).over("study_id")
+    )
+    copies = copies.with_columns(
+        acquisition_datetime=pl.col("_last_time") + pl.duration(seconds=30 * (pl.col("_instance") - pl.col("_last")))
+    )
+    copies = copies.with_columns(
+        dicom_filepath=pl.format(
+            "files/p{}/p{}/s{}/{}_{}.dcm",
+            pl.col("subject_id").cast(pl.String).str.slice(0, 2),
+            pl.col("subject_id"),
+            pl.col("study_id"),
+            pl.col("study_id"),
+            pl.col("_instance").cast(pl.String).str.zfill(4),
+        )
+    ).select(dicoms.columns)
+    return pl.concat([dicoms, copies.cast(dicoms.schema)]).sort(["subject_id", "study_id", "_instance"])

@@ -26,7 +26,7 @@ import polars as pl
 from tqdm import tqdm
 
 from hftri_mimic.demo import hosp, records
-from hftri_mimic.demo.calibrate import calibrate_chunk
+from hftri_mimic.demo.calibrate import calibrate_chunk, keep_records, more_dicoms, v31_rows
 from hftri_mimic.demo.population import CARDIAC, draw_population
 from hftri_mimic.ingest import HOSP_TABLES
 
@@ -126,8 +126,10 @@ def generate_demo_source(
             "omr": hosp.omr_table(rng, pop),
             "prescriptions": hosp.prescriptions_table(rng, pop, next_pharmacy_id),
         }
-        if spec.scale is not None:  # benchmark sources: MIMIC-IV v3.1's rows per patient (a stream of its own)
-            tables = calibrate_chunk(np.random.default_rng([spec.seed, chunk, 3]), tables)
+        # Benchmark sources (scale mode): MIMIC-IV v3.1's rows per patient, drawn from a stream of their own.
+        calibration_rng = np.random.default_rng([spec.seed, chunk, 3])
+        if spec.scale is not None:
+            tables = calibrate_chunk(calibration_rng, tables)
         next_labevent_id += tables["labevents"].height
         next_pharmacy_id += tables["prescriptions"].height
         for name, frame in tables.items():
@@ -137,12 +139,18 @@ def generate_demo_source(
         ecgs = records.ecg_records(
             rng, pop, spec.ecg_fraction, 40_000_000 + chunk * ecg_span, 40_000_000 + (chunk + 1) * ecg_span
         )
+        if spec.scale is not None:  # scale mode: the real archives' records per patient
+            ecgs = keep_records(calibration_rng, ecgs, v31_rows("ecg_records", n))
         ecg_list.write(ecgs.select(records.ECG_RECORD_LIST_COLUMNS))
         ecg_mm.write(records.machine_measurements(rng, ecgs))
         studies = records.echo_studies(
             rng, pop, spec.echo_fraction, 90_000_000 + chunk * echo_span, 90_000_000 + (chunk + 1) * echo_span
         )
+        if spec.scale is not None:
+            studies = keep_records(calibration_rng, studies, v31_rows("echo_studies", n))
         dicoms = records.echo_dicoms(rng, studies, spec.echo_frames)
+        if spec.scale is not None:
+            dicoms = more_dicoms(calibration_rng, dicoms, v31_rows("echo_dicoms", n))
         echo_studies_out.write(studies.select(records.ECHO_STUDY_LIST_COLUMNS))
         echo_list.write(dicoms.select(records.ECHO_RECORD_LIST_COLUMNS))
         counts["ecg_records"] += ecgs.height
