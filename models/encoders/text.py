@@ -167,9 +167,7 @@ def load_wordpiece_tokenizer(
     return tokenizer
 
 
-def build_demo_vocab(
-    texts: Sequence[str], out_folder: str | Path, *, size: int = 2000, lowercase: bool = True
-) -> Path:
+def build_demo_vocab(texts: Sequence[str], out_folder: str | Path, *, size: int = 2000, lowercase: bool = True) -> Path:
     """A small WordPiece vocabulary for ``texts`` in a BERT folder, for random-initialised text encoders.
 
     Writes ``out_folder/vocab.txt`` with :func:`hftri_mimic.text.build_demo_vocab` (ids 0-4: [PAD] [UNK] [CLS]
