@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hftri_mimic.demo.ecg import qrs_windows
+from hftri_mimic.demo.ecg import ecg_intervals, qrs_t_windows, qrs_windows
 from hftri_mimic.demo.generate import ecg_record_rng
 from models.config import SLOTS
 
@@ -33,6 +33,25 @@ def test_qrs_windows_replay_the_demo_record():
     for start, end in windows / 2:  # ms -> samples at 500 Hz
         inside[int(start) : int(np.ceil(end))] = True
     assert energy[inside].mean() > 2.5 * energy[~inside].mean(), "the windows miss the QRS complexes"
+
+
+def test_qrs_t_windows_replay_the_demo_record():
+    """QRS onset .. T end of every beat: the same onsets as the QRS windows, the first one ending at the template's
+    T end; the windows hold the QRS complexes and T waves, the rest is P waves and baseline (plus noise and wander)."""
+    from hftri_mimic.demo.ecg import synth_ecg
+
+    signal = synth_ecg(ecg_record_rng(7, 40000001), qrs_ms=130.0, t_amp=1.0, hr_bpm=75.0)  # (5000, 12) at 500 Hz
+    windows = qrs_t_windows(ecg_record_rng(7, 40000001), qrs_ms=130.0, hr_bpm=75.0)
+    qrs = qrs_windows(ecg_record_rng(7, 40000001), qrs_ms=130.0, hr_bpm=75.0)
+    assert np.array_equal(windows[:, 0], qrs[: len(windows), 0])
+    assert round(windows[0, 1]) == ecg_intervals(130.0, 75.0)["t_end"] == 598
+    assert (np.diff(windows.ravel()) >= 0).all(), "one beat's window runs into the next"
+    energy = np.abs(signal - np.median(signal, axis=0)).sum(1)
+    inside = np.zeros(len(energy), dtype=bool)
+    for start, end in windows / 2:  # ms -> samples at 500 Hz
+        inside[int(start) : int(np.ceil(end))] = True
+    assert 0.3 < inside.mean() < 0.7
+    assert energy[inside].mean() > 2.5 * energy[~inside].mean(), "the windows miss the QRS and T waves"
 
 
 def test_text_attributions_are_complete_and_written_as_html(explained):
