@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--tasks", nargs="+", default=["diagnosis", "prognosis"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="untrained control seeds")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4], help="untrained control seeds")
     parser.add_argument("--window", type=int, default=25)
     parser.add_argument("--stride", type=int, default=25)
     parser.add_argument("--per-class", type=int, default=20, help="test patients per class (all three modalities)")
