@@ -1,6 +1,6 @@
 """Explanations of the trimodal TGMM (paper §5.5, Figures 8-9; SPEC §5).
 
-Three views of what a trained ``lab+ecg+echo`` run looked at, for diagnosis and prognosis:
+Four views of what a trained ``lab+ecg+echo`` run looked at, for diagnosis and prognosis:
 
 - **Attention matrices** (Fig. 8, :func:`attention_by_class`): the TGM attention (Eq. 9) of each of the 7
   specific/shared feature slots (t, ts, s, sm, m, tm, tsm) over the 7 slots and the prompt tokens, and the MFFM
@@ -9,6 +9,12 @@ Three views of what a trained ``lab+ecg+echo`` run looked at, for diagnosis and 
 - **Lab-text token attributions** (Fig. 9, :func:`text_attributions`): Captum's ``LayerIntegratedGradients`` on
   BERT's embedding layer, from a baseline where every ordinary token is ``[PAD]`` ([CLS]/[SEP] kept), summed
   over the embedding width: one signed number per WordPiece token (red = towards the positive answer).
+- **Occlusion** (:func:`ecg_occlusion`, :func:`sentence_occlusion`; Captum's ``Occlusion`` / ``FeatureAblation``):
+  the score change when a 100 ms window of all 12 ECG leads is set to 0 mV (isoelectric), per sample, and when one
+  lab-text sentence is removed from the text; signed (positive = the part pushes towards the positive answer) and
+  on the raw inputs, so the ECG encoder's per-crop standardisation is part of what is explained. (Input-level
+  integrated gradients from a 0 mV baseline would be meaningless here: standardisation makes the encoder blind to
+  the record's scale, so the whole path is one constant score and a jump at 0.)
 - **Grad-CAM++** (Fig. 9, :func:`ecg_gradcam`, :func:`echo_gradcam`) with pytorch-grad-cam's ``GradCAMPlusPlus``
   (its hooks and its Eq. 19 channel weights): ECG over leads x time on the last ST-MEM block's 12 x 30 patch
   tokens; echo over views x frames on the input of the last MViT block's attention (``norm1``: the class token
@@ -58,11 +64,14 @@ __all__ = [
     "ExplainedRun",
     "attention_by_class",
     "choose_patients",
+    "class_contrast",
     "ecg_gradcam",
+    "ecg_occlusion",
     "echo_gradcam",
     "explain",
     "load_run",
     "run_dir",
+    "sentence_occlusion",
     "text_attributions",
 ]
 
@@ -314,7 +323,132 @@ def text_attributions(
     return pl.concat(frames).with_columns(pl.col("subject_id", "label").cast(pl.Int64))
 
 
-# --------------------------------------------------------------------------- (c) Grad-CAM++
+def _without_pad(input_ids: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Each row's tokens other than [PAD] moved to the front (order kept), the rest [PAD]; and the matching
+    attention mask: a sentence whose tokens were set to [PAD] is then absent from the text, as when the lab was
+    not measured, rather than replaced by attended [PAD] tokens."""
+    keep = input_ids != pad_id
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+    ids = torch.gather(input_ids, 1, order)
+    mask = torch.gather(keep, 1, order).long()
+    return torch.where(mask.bool(), ids, torch.full_like(ids, pad_id)), mask
+
+
+@torch.no_grad()
+def sentence_occlusion(
+    run: ExplainedRun, out_dir: str | Path, patients: pl.DataFrame, *, fixed: Mapping[str, Tensor] | None = None
+) -> pl.DataFrame:
+    """Sentence occlusion of the lab text of ``patients`` (subject_id, label): Captum's ``FeatureAblation`` with one
+    feature group per sentence, ablated by removing the sentence from the text ([CLS]/[SEP] kept); a sentence's
+    attribution is score(text) - score(text without it), i.e. positive when the sentence pushes towards the
+    positive answer. ECG and echo enter through their fixed encoder vectors.
+
+    ``fixed``: the patients' encoder vectors (:func:`raw_vectors` of their batch) when already computed.
+    Returns task, subject_id, label, score, sentence (index), sentence_label (e.g. "NTproBNP"), attribution.
+    """
+    from captum.attr import FeatureAblation
+
+    out = Path(out_dir)
+    model = run.model
+    tokenizer = model.text.tokenizer
+    pad = tokenizer.pad_token_id
+    texts = dict(pl.read_parquet(out / "hftri/text.parquet", columns=["subject_id", "text"]).iter_rows())
+    subjects = patients["subject_id"].to_list()
+    if fixed is None:
+        fixed = raw_vectors(model, _raw_batch(run, out, subjects))
+
+    def forward(input_ids: Tensor, ecg: Tensor, echo: Tensor) -> Tensor:
+        ids, mask = _without_pad(input_ids, pad)
+        return fused_score(run, {"lab": _raw_lab(model, ids, mask), "ecg": ecg, "echo": echo})
+
+    explainer = FeatureAblation(forward)
+    rows = []
+    for row, subject in enumerate(subjects):
+        ids, sentence, labels = _sentence_of_tokens(tokenizer, texts[subject])
+        if not labels or max(sentence) < 0:
+            continue
+        input_ids = torch.tensor([ids])
+        groups = torch.tensor([sentence]) + 1  # group 0: [CLS]/[SEP], not ablated (its baseline is itself)
+        baseline = torch.where(groups == 0, input_ids, torch.full_like(input_ids, pad))
+        extra = (fixed["ecg"][row : row + 1], fixed["echo"][row : row + 1])
+        values = explainer.attribute(
+            input_ids, baselines=baseline, additional_forward_args=extra, feature_mask=groups,
+            perturbations_per_eval=16,
+        )[0]  # fmt: skip
+        score = float(forward(input_ids, *extra)[0])
+        for k, label in enumerate(labels):
+            rows.append(
+                (run.task, subject, int(patients["label"][row]), score, k, label, float(values[sentence.index(k)]))
+            )
+    schema = {
+        "task": pl.String, "subject_id": pl.Int64, "label": pl.Int64, "score": pl.Float64, "sentence": pl.Int64,
+        "sentence_label": pl.String, "attribution": pl.Float64,
+    }  # fmt: skip
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+# --------------------------------------------------------------------------- (c) ECG occlusion
+
+
+@torch.no_grad()
+def ecg_occlusion(
+    run: ExplainedRun,
+    out_dir: str | Path,
+    patients: pl.DataFrame,
+    *,
+    window: int = 25,
+    stride: int = 25,
+    batch: Mapping[str, Tensor] | None = None,
+    fixed: Mapping[str, Tensor] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Occlusion over ECG time for ``patients`` (subject_id, label): Captum's ``Occlusion`` sets a window of
+    ``window`` samples of all 12 leads to 0 mV (isoelectric) at every ``stride`` samples of the raw record; each
+    sample's attribution is the mean over the windows covering it of score(record) - score(occluded record), so
+    it is signed: positive where the signal pushes towards the positive answer. Lab and echo vectors fixed.
+
+    ``batch``, ``fixed``: the patients' raw batch and its encoder vectors (:func:`raw_vectors`) when already at hand.
+    Returns (attributions (N, T) float32 on the record's T samples, scores (N,)).
+    """
+    from captum.attr import Occlusion
+
+    model = run.model
+    if batch is None:
+        batch = _raw_batch(run, Path(out_dir), patients["subject_id"].to_list())
+    if fixed is None:
+        fixed = raw_vectors(model, batch)
+    ecg = batch["ecg"]
+
+    def forward(x: Tensor, lab: Tensor, echo: Tensor) -> Tensor:
+        return fused_score(run, {"lab": lab, "ecg": _raw_ecg(model, x), "echo": echo})
+
+    values = Occlusion(forward).attribute(
+        ecg, sliding_window_shapes=(ecg.shape[1], window), strides=(ecg.shape[1], stride), baselines=0.0,
+        additional_forward_args=(fixed["lab"], fixed["echo"]), perturbations_per_eval=8,
+    )  # fmt: skip
+    scores = forward(ecg, fixed["lab"], fixed["echo"])
+    return values[:, 0].numpy().astype(np.float32), scores.numpy()
+
+
+def class_contrast(attributions: Sequence[np.ndarray], inside: Sequence[np.ndarray], labels: Sequence[int]) -> float:
+    """How much more a region's signed attribution points towards each patient's own class than the rest does.
+
+    Per patient: D = (mean attribution inside - mean outside) / mean |attribution| (scale-free); the result is
+    mean D of the positive class - mean D of the negative class. Positive when the region pushes the positive
+    class's scores up and the negative class's down more than the rest of the input does; a model that does not
+    use the region, or uses it regardless of class, gives about 0. NaN without both classes."""
+    per = {0: [], 1: []}
+    for values, mask, label in zip(attributions, inside, labels, strict=True):
+        values, mask = np.asarray(values, dtype=np.float64), np.asarray(mask, dtype=bool)
+        scale = np.abs(values).mean()
+        if scale <= 0 or mask.all() or not mask.any():
+            continue
+        per[int(label)].append((values[mask].mean() - values[~mask].mean()) / scale)
+    if not per[0] or not per[1]:
+        return float("nan")
+    return float(np.mean(per[1]) - np.mean(per[0]))
+
+
+# --------------------------------------------------------------------------- (d) Grad-CAM++
 
 
 def _gradcam_plusplus_maps(model: nn.Module, layer: nn.Module, reshape, inputs: Tensor) -> np.ndarray:
@@ -546,6 +680,36 @@ def _ecg_figure(frame: pl.DataFrame, ecgs: Mapping[int, np.ndarray], path: Path)
     plt.close(fig)
 
 
+def _occlusion_figure(frame: pl.DataFrame, ecgs: Mapping[int, np.ndarray], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(frame.iter_rows(named=True))
+    fig, axes = plt.subplots(len(rows), 1, figsize=(12, 2.2 * len(rows)), squeeze=False)
+    for k, (ax, row) in enumerate(zip(axes[:, 0], rows, strict=True), start=1):
+        values = np.asarray(row["attribution"], dtype=np.float64)
+        signal = ecgs[row["subject_id"]][1]  # lead II
+        t = np.arange(values.size)
+        scale = max(float(np.abs(values).max()), 1e-12)
+        ax.fill_between(t, 0, values / scale, where=values > 0, color="tab:red", alpha=0.5, linewidth=0)
+        ax.fill_between(t, 0, values / scale, where=values < 0, color="tab:blue", alpha=0.5, linewidth=0)
+        ax.plot(t, signal / (np.abs(signal).max() + 1e-6), color="black", linewidth=0.5)
+        ax.set_xlim(0, values.size)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_yticks([])
+        ax.set_title(
+            f"{row['task']}: patient {k} (class {row['label']}, score {row['score']:.3f}), occlusion over time "
+            f"(largest |attribution| {scale:.3g})",
+            fontsize=8,
+        )
+    axes[-1, 0].set_xlabel("sample (250 Hz); black: lead II")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _echo_figure(frame: pl.DataFrame, path: Path) -> None:
     import matplotlib
 
@@ -598,7 +762,8 @@ def explain(
 ) -> dict[str, Path]:
     """Every explanation of the trimodal runs of ``work_dirs`` (task -> ``train/{task}/lab+ecg+echo``) into
     ``dest``: attention.parquet + attention_{task}.png (Fig. 8); text_tokens.parquet, text_attributions.html and
-    .png; ecg_gradcam.parquet + .png; echo_gradcam.parquet + .png (Fig. 9). ``patients`` per class per task."""
+    .png; text_sentences.parquet (sentence occlusion); ecg_gradcam.parquet + .png; ecg_occlusion.parquet + .png;
+    echo_gradcam.parquet + .png (Fig. 9). ``patients`` per class per task."""
     from hftri_mimic.ecg import ST_MEM_LEADS
     from hftri_mimic.echo import VIEWS
 
@@ -608,7 +773,7 @@ def explain(
     experiment = Experiment.from_settings(
         out, model_settings, optim, dest, threads=threads, features_path=features_path
     )
-    attention, tokens, ecg_rows, echo_rows = [], [], [], []
+    attention, tokens, sentences, ecg_rows, occlusion_rows, echo_rows = [], [], [], [], [], []
     signals: dict[int, np.ndarray] = {}
     for task, work_dir in work_dirs.items():
         run = load_run(out, model_settings, work_dir, task)
@@ -620,9 +785,13 @@ def explain(
         tokens.append(text_attributions(run, out, chosen, n_steps=ig_steps))
         maps, scores = ecg_gradcam(run, out, chosen)
         batch = _raw_batch(run, out, chosen["subject_id"].to_list())
+        fixed = raw_vectors(run.model, batch)
+        sentences.append(sentence_occlusion(run, out, chosen, fixed=fixed))
+        occluded, _ = ecg_occlusion(run, out, chosen, batch=batch, fixed=fixed)
         echo = echo_gradcam(run, out, chosen)
         for i, (subject, label) in enumerate(chosen.iter_rows()):
             signals[subject] = batch["ecg"][i].numpy()
+            occlusion_rows.append((task, subject, label, float(scores[i]), occluded[i].tolist()))
             for lead, name in enumerate(ST_MEM_LEADS):
                 ecg_rows.append((task, subject, label, float(scores[i]), lead, name, maps[i, lead].tolist()))
             for view, name in enumerate(VIEWS):
@@ -642,6 +811,8 @@ def explain(
     paths["text_html"] = dest / "text_attributions.html"
     paths["text_html"].write_text(text_html(token_frame) if tokens else "<html><body>no patients</body></html>")
     paths["text_png"] = dest / "text_attributions.png"
+    paths["text_sentences"] = dest / "text_sentences.parquet"
+    (pl.concat(sentences) if sentences else pl.DataFrame()).write_parquet(paths["text_sentences"])
     ecg_schema = {
         "task": pl.String, "subject_id": pl.Int64, "label": pl.Int64, "score": pl.Float64, "lead_index": pl.Int64,
         "lead": pl.String, "cam": pl.List(pl.Float32),
@@ -651,6 +822,14 @@ def explain(
         "cam": pl.List(pl.Float32),
     }  # fmt: skip
     ecg_frame = pl.DataFrame(ecg_rows, schema=ecg_schema, orient="row")
+    occlusion_schema = {
+        "task": pl.String, "subject_id": pl.Int64, "label": pl.Int64, "score": pl.Float64,
+        "attribution": pl.List(pl.Float32),
+    }  # fmt: skip
+    occlusion_frame = pl.DataFrame(occlusion_rows, schema=occlusion_schema, orient="row")
+    paths["ecg_occlusion"] = dest / "ecg_occlusion.parquet"
+    paths["ecg_occlusion_png"] = dest / "ecg_occlusion.png"
+    occlusion_frame.write_parquet(paths["ecg_occlusion"])
     echo_frame = pl.DataFrame(echo_rows, schema=echo_schema, orient="row")
     paths["ecg"] = dest / "ecg_gradcam.parquet"
     paths["ecg_png"] = dest / "ecg_gradcam.png"
@@ -661,9 +840,10 @@ def explain(
     if tokens:
         _text_figure(token_frame, paths["text_png"])
         _ecg_figure(ecg_frame, signals, paths["ecg_png"])
+        _occlusion_figure(occlusion_frame, signals, paths["ecg_occlusion_png"])
         _echo_figure(echo_frame, paths["echo_png"])
     else:  # no test patient with all three modalities: the figures say so
-        for key in ("text_png", "ecg_png", "echo_png"):
+        for key in ("text_png", "ecg_png", "ecg_occlusion_png", "echo_png"):
             _empty_figure(paths[key])
     log.info("explanations: %d tasks, %d patients", len(work_dirs), ecg_frame["subject_id"].n_unique())
     return paths

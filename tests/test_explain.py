@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
-from hftri_mimic.demo.ecg import qrs_windows
+from hftri_mimic.demo.ecg import ecg_intervals, qrs_t_windows, qrs_windows
 from hftri_mimic.demo.generate import ecg_record_rng
 from models.config import SLOTS
 
@@ -33,6 +34,88 @@ def test_qrs_windows_replay_the_demo_record():
     for start, end in windows / 2:  # ms -> samples at 500 Hz
         inside[int(start) : int(np.ceil(end))] = True
     assert energy[inside].mean() > 2.5 * energy[~inside].mean(), "the windows miss the QRS complexes"
+
+
+def test_qrs_t_windows_replay_the_demo_record():
+    """QRS onset .. T end of every beat: the same onsets as the QRS windows, the first one ending at the template's
+    T end; the windows hold the QRS complexes and T waves, the rest is P waves and baseline (plus noise and wander)."""
+    from hftri_mimic.demo.ecg import synth_ecg
+
+    signal = synth_ecg(ecg_record_rng(7, 40000001), qrs_ms=130.0, t_amp=1.0, hr_bpm=75.0)  # (5000, 12) at 500 Hz
+    windows = qrs_t_windows(ecg_record_rng(7, 40000001), qrs_ms=130.0, hr_bpm=75.0)
+    qrs = qrs_windows(ecg_record_rng(7, 40000001), qrs_ms=130.0, hr_bpm=75.0)
+    assert np.array_equal(windows[:, 0], qrs[: len(windows), 0])
+    assert round(windows[0, 1]) == ecg_intervals(130.0, 75.0)["t_end"] == 598
+    assert (np.diff(windows.ravel()) >= 0).all(), "one beat's window runs into the next"
+    energy = np.abs(signal - np.median(signal, axis=0)).sum(1)
+    inside = np.zeros(len(energy), dtype=bool)
+    for start, end in windows / 2:  # ms -> samples at 500 Hz
+        inside[int(start) : int(np.ceil(end))] = True
+    assert 0.3 < inside.mean() < 0.7
+    assert energy[inside].mean() > 2.5 * energy[~inside].mean(), "the windows miss the QRS and T waves"
+
+
+def test_planted_ecg_masks_hold_the_stored_beats(explained):
+    """The planted-region masks of models.planted_check line up with the stored 250 Hz records (source truth and
+    replayed beat times, 10 s cut from the generator's 500 Hz record): the QRS complexes and T waves are inside."""
+    import zarr
+
+    from models.planted_check import planted_ecg_masks
+
+    manifest = pl.read_parquet(explained / "hftri/manifest.parquet").filter(pl.col("has_ecg")).head(8)
+    masks = planted_ecg_masks(explained, manifest["subject_id"].to_list(), 2500)
+    for row, inside in zip(manifest.iter_rows(named=True), masks, strict=True):
+        ecg = zarr.open_array(store=str(explained / row["ecg_zarr"]), path="ecg", mode="r")[row["ecg_row"]]
+        energy = np.abs(ecg).sum(0)
+        assert 0.3 < inside.mean() < 0.7
+        assert energy[inside].mean() > 2.0 * energy[~inside].mean(), row["subject_id"]
+
+
+def test_class_contrast_is_signed_towards_the_class():
+    from models.explain import class_contrast
+
+    rng = np.random.default_rng(0)
+    inside = [np.arange(100) < 40] * 20
+    labels = [0, 1] * 10
+    noise = [rng.normal(0, 1, 100) for _ in labels]
+    towards = [n + np.where(m, 3.0 if y else -3.0, 0.0) for n, m, y in zip(noise, inside, labels, strict=True)]
+    regardless = [n + np.where(m, 3.0, 0.0) for n, m in zip(noise, inside, strict=True)]
+    assert class_contrast(towards, inside, labels) > 1.0
+    assert abs(class_contrast(regardless, inside, labels)) < 0.3, "a region used the same way for both classes"
+    assert class_contrast(towards, inside, [1] * 20) != class_contrast(towards, inside, [1] * 20)  # NaN: one class
+
+
+def test_occlusions_are_score_differences(explained, trained_run):
+    """ECG occlusion with non-overlapping windows is score(record) - score(record with the window at 0 mV), and
+    sentence occlusion is score(text) - score(the text re-tokenised without that sentence)."""
+    from models import explain as ex
+    from models.planted_check import run_settings
+
+    run = ex.load_run(explained, run_settings(trained_run), explained / "train/diagnosis/lab+ecg+echo", "diagnosis")
+    patients = ex.choose_patients(run, explained, 1)
+    values, scores = ex.ecg_occlusion(run, explained, patients, window=250, stride=250)
+    batch = ex._raw_batch(run, explained, patients["subject_id"].to_list())
+    fixed = ex.raw_vectors(run.model, batch)
+    occluded = batch["ecg"].clone()
+    occluded[:, :, 500:750] = 0.0
+    with torch.no_grad():
+        expected = scores - ex.fused_score(run, {**fixed, "ecg": ex._raw_ecg(run.model, occluded)}).numpy()
+    assert np.allclose(values[:, 500:750], expected[:, None], atol=1e-5)
+    assert np.allclose(values[:, 600], expected, atol=1e-5) and not np.allclose(values[:, 600], values[:, 100])
+
+    sentences = ex.sentence_occlusion(run, explained, patients.head(1))
+    subject = patients["subject_id"][0]
+    text = pl.read_parquet(explained / "hftri/text.parquet").filter(subject_id=subject)["text"][0]
+    parts = text.rstrip(".").split(". ")
+    assert sentences["sentence_label"].to_list() == [p.split(" of the ")[0] for p in parts]
+    tokenizer = run.model.text.tokenizer
+    for k in (0, len(parts) - 1):
+        rest = ". ".join(parts[:k] + parts[k + 1 :]) + "."
+        encoded = tokenizer(rest, return_tensors="pt")
+        with torch.no_grad():
+            lab = ex._raw_lab(run.model, encoded["input_ids"], encoded["attention_mask"])
+            without = float(ex.fused_score(run, {**{m: v[:1] for m, v in fixed.items()}, "lab": lab})[0])
+        assert sentences["attribution"][k] == pytest.approx(sentences["score"][0] - without, abs=1e-5)
 
 
 def test_text_attributions_are_complete_and_written_as_html(explained):

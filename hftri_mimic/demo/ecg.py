@@ -144,6 +144,21 @@ def qrs_windows(
     return windows[windows[:, 1] > windows[:, 0]]
 
 
+def qrs_t_windows(
+    rng: np.random.Generator, *, qrs_ms: float, hr_bpm: float, fs: int = 500, n_samples: int = 5000
+) -> np.ndarray:
+    """(n_beats, 2) [QRS onset, T end) in ms of every beat of the record ``synth_ecg`` draws from an ``rng`` in the
+    same state: the part of each beat that carries the planted signal (QRS width and T-wave amplitude). T end is
+    the beat's onset + QT of the template (``ecg_intervals``' t_end for the first beat); beats outside the record
+    are clipped away."""
+    _check_rate_and_width(qrs_ms, hr_bpm, fs)
+    duration_ms = n_samples * 1000.0 / fs
+    rr_ms = 60_000.0 / hr_bpm
+    onsets, _ = _beat_onsets(rng, rr_ms, duration_ms)
+    windows = np.stack([onsets, onsets + _qt_ms(qrs_ms, rr_ms)], axis=1).clip(0.0, duration_ms)
+    return windows[windows[:, 1] > windows[:, 0]]
+
+
 def synth_ecg(
     rng: np.random.Generator,
     *,

@@ -1,5 +1,6 @@
 # Explanations of the trimodal TGMM (paper §5.5, Figs. 8-9; models/explain.py): attention matrices over the
-# specific and shared features, lab-text token attributions, Grad-CAM++ over ECG leads x time and echo views x frames.
+# specific and shared features, lab-text token attributions and sentence occlusion, Grad-CAM++ over ECG leads x time
+# and echo views x frames, occlusion over ECG time.
 
 
 rule explain:
@@ -36,6 +37,14 @@ rule explain:
             category="4. Explanations",
             labels={"figure": "Grad-CAM++, ECG"},
         ),
+        ecg_occlusion=OUT / "eval/explain/ecg_occlusion.parquet",
+        ecg_occlusion_png=report(
+            OUT / "eval/explain/ecg_occlusion.png",
+            caption="../report/explain_ecg_occlusion.rst",
+            category="4. Explanations",
+            labels={"figure": "occlusion, ECG"},
+        ),
+        text_sentences=OUT / "eval/explain/text_sentences.parquet",
         echo=OUT / "eval/explain/echo_gradcam.parquet",
         echo_png=report(
             OUT / "eval/explain/echo_gradcam.png",
