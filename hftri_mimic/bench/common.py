@@ -15,7 +15,9 @@ def warm_page_cache(root: Path) -> int:
     n_bytes = 0
     for path in root.rglob("*"):
         if path.is_file():
-            n_bytes += len(path.read_bytes())
+            with path.open("rb") as stream:  # in 16 MB reads: a full-size labevents.csv.gz is 3 GB
+                while block := stream.read(1 << 24):
+                    n_bytes += len(block)
     return n_bytes
 
 
