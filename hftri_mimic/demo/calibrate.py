@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from hftri_mimic.demo.records import dicom_filepath
 from hftri_mimic.demo.vocab import FILLER
 
 V31_ROWS = {
@@ -184,14 +185,5 @@ def more_dicoms(rng: np.random.Generator, dicoms: pl.DataFrame, target: int) -> 
     copies = copies.with_columns(
         acquisition_datetime=pl.col("_last_time") + pl.duration(seconds=30 * (pl.col("_instance") - pl.col("_last")))
     )
-    copies = copies.with_columns(
-        dicom_filepath=pl.format(
-            "files/p{}/p{}/s{}/{}_{}.dcm",
-            pl.col("subject_id").cast(pl.String).str.slice(0, 2),
-            pl.col("subject_id"),
-            pl.col("study_id"),
-            pl.col("study_id"),
-            pl.col("_instance").cast(pl.String).str.zfill(4),
-        )
-    ).select(dicoms.columns)
+    copies = copies.with_columns(dicom_filepath=dicom_filepath()).select(dicoms.columns)
     return pl.concat([dicoms, copies.cast(dicoms.schema)]).sort(["subject_id", "study_id", "_instance"])

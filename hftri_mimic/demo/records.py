@@ -272,13 +272,17 @@ def echo_dicoms(rng: np.random.Generator, studies: pl.DataFrame, frames_range: t
             "_hr": studies["_hr"].to_numpy()[study_idx],
         }
     )
-    return frame.with_columns(
-        dicom_filepath=pl.format(
-            "files/p{}/p{}/s{}/{}_{}.dcm",
-            pl.col("subject_id").cast(pl.String).str.slice(0, 2),
-            pl.col("subject_id"),
-            pl.col("study_id"),
-            pl.col("study_id"),
-            pl.col("_instance").cast(pl.String).str.zfill(4),
-        ),
+    return frame.with_columns(dicom_filepath=dicom_filepath())
+
+
+def dicom_filepath() -> pl.Expr:
+    """MIMIC-IV-ECHO's ``files/p{first 2 digits}/p{subject}/s{study}/{study}_{NNNN}.dcm`` from ``subject_id``,
+    ``study_id`` and ``_instance``."""
+    return pl.format(
+        "files/p{}/p{}/s{}/{}_{}.dcm",
+        pl.col("subject_id").cast(pl.String).str.slice(0, 2),
+        pl.col("subject_id"),
+        pl.col("study_id"),
+        pl.col("study_id"),
+        pl.col("_instance").cast(pl.String).str.zfill(4),
     )
