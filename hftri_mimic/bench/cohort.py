@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from hftri_mimic.bench.common import warm_page_cache
+from hftri_mimic.bench.common import alternating_rounds, warm_page_cache
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE_TARGETS = ("cohort/cohort.parquet", "cohort/attrition.parquet")
@@ -179,15 +179,18 @@ def main(argv: list[str] | None = None) -> None:
             generated = generate_once(root, scale, args.seed, reuse=args.reuse and args.workdir is not None)
             counts, generation = generated["counts"], generated["seconds"]
             warm_page_cache(root / "source")  # both sides find the raw files in memory, whichever runs first
-            stages, floors = [], []
-            for round_ in range(args.rounds):
-                # Alternate which side runs first, so that neither always finds the other's files in the page cache.
-                if round_ % 2 == 0:
-                    stages.append(measure("stage", {"root": str(root), "cores": args.cores}))
-                    floors.append(measure("floor", {"files": stages[-1]["files"]}))
-                else:
-                    floors.append(measure("floor", {"files": stages[-1]["files"]}))
-                    stages.append(measure("stage", {"root": str(root), "cores": args.cores}))
+            stage_files: list[str] = []  # the raw files of the latest stage run: what the floor counts
+
+            def run_side(mode: str, root: Path = root, stage_files: list[str] = stage_files) -> dict:
+                if mode == "stage":
+                    result = measure("stage", {"root": str(root), "cores": args.cores})
+                    stage_files[:] = result["files"]
+                    return result
+                return measure("floor", {"files": stage_files})
+
+            # The stage runs first in the first round (the floor needs its file list), then the order alternates.
+            runs = alternating_rounds(run_side, ("stage", "floor"), args.rounds)
+            stages, floors = runs["stage"], runs["floor"]
             stage, floor = median_run(stages), median_run(floors)
             rows.append(
                 {
