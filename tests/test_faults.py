@@ -408,6 +408,44 @@ def test_admission_fault_is_a_named_attrition_step(tmp_path, hosp, clean, fault)
     assert attrition["n_subjects"][-1] == index.height
 
 
+@pytest.mark.parametrize("columns", ["needed", "all"])
+def test_bad_value_in_a_column_the_workflow_does_not_read(tmp_path, hosp, columns):
+    """``ingest.columns: needed`` does not read ref_range_lower, so its bad value costs no row; ``all`` reads it."""
+    table = Table(hosp / "labevents.csv.gz")
+    line = 5
+    table.set(line, "ref_range_lower", "abc")
+    table.save()
+    kept = ingest_table("labevents", table.path, tmp_path / "labevents.parquet", columns=columns)
+    exclusions = pl.read_parquet(tmp_path / "labevents.exclusions.parquet")
+    assert kept + exclusions.height == table.n_data_rows, "rows in != kept + excluded"
+    if columns == "needed":
+        assert exclusions.height == 0
+        assert "ref_range_lower" not in pl.read_parquet_schema(tmp_path / "labevents.parquet")
+    else:
+        assert exclusions.select("line", "reason", "detail").rows() == [
+            (line, "unreadable_value", "ref_range_lower is not a DOUBLE")
+        ]
+
+
+@pytest.mark.parametrize("columns", ["needed", "all"])
+def test_copy_differing_only_in_an_unread_column(tmp_path, hosp, columns):
+    """Two admissions rows with one hadm_id that differ only in `insurance`: copies as far as the workflow reads
+    (one kept) with ``columns: needed``; conflicting (none kept) with ``all``."""
+    table = Table(hosp / "admissions.csv.gz")
+    line = 7
+    hadm_id = int(table.get(line, "hadm_id"))
+    copy_row(table, line)
+    table.set(len(table.rows), "insurance", "Other" if table.get(line, "insurance") != "Other" else "Medicare")
+    table.save()
+    kept = ingest_table("admissions", table.path, tmp_path / "admissions.parquet", columns=columns)
+    exclusions = pl.read_parquet(tmp_path / "admissions.exclusions.parquet")
+    assert kept + exclusions.height == table.n_data_rows, "rows in != kept + excluded"
+    admissions = pl.read_parquet(tmp_path / "admissions.parquet")
+    expected = ["duplicate_row"] if columns == "needed" else ["conflicting_duplicate", "conflicting_duplicate"]
+    assert sorted(exclusions["reason"]) == expected
+    assert admissions["hadm_id"].to_list().count(hadm_id) == (1 if columns == "needed" else 0)
+
+
 def test_admission_fault_reaches_the_workflow_attrition(tmp_path, hosp):
     """The same through Snakemake: the ingest rule writes the exclusions, index_admissions counts them."""
     table = Table(hosp / "admissions.csv.gz")

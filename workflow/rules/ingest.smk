@@ -10,6 +10,8 @@ rule ingest_table:
         exclusions=OUT / "parquet/{table}.exclusions.parquet",
     wildcard_constraints:
         table="|".join(TABLES),
+    params:
+        columns=config["ingest"]["columns"],
     log:
         OUT / "logs/ingest/{table}.log",
     benchmark:

@@ -7,6 +7,7 @@ with to_file(snakemake.log[0]):
         src=snakemake.input[0],
         out=snakemake.output.table,
         exclusions_out=snakemake.output.exclusions,
+        columns=snakemake.params.columns,
         threads=snakemake.threads,
         mem_mb=snakemake.resources.mem_mb,
         temp_dir=snakemake.resources.tmpdir,
