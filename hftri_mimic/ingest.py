@@ -1,5 +1,6 @@
 """Ingest (SPEC §4.1): each needed source table is converted once to Parquet by DuckDB, sorted by
-subject and time, with the column types of the real MIMIC-IV files declared rather than sniffed.
+subject and time, with the column types of the real MIMIC-IV files declared rather than sniffed, keeping the
+columns the workflow reads (config ``ingest.columns: needed``) or every column (``all``).
 
 Later rules read only these Parquet files, so a demo source and a real download look the same
 from here on.
@@ -381,7 +382,7 @@ def ingest_table(
     src, out = Path(src), Path(out)
     exclusions_out = Path(exclusions_out) if exclusions_out else out.with_suffix(".exclusions.parquet")
     header = check_source_table(name, src)
-    # Known columns get the real type; a column we do not know (a newer release) is kept as text.
+    # Known columns get the real type; a column we do not know (a newer release) is read as text (kept with `all`).
     types = {c: table.columns.get(c, "VARCHAR") for c in header}
     declared = "{" + ", ".join(f"{sql_literal(c)}: {sql_literal(t)}" for c, t in types.items()) + "}"
     kept_columns = header if columns == "all" else [c for c in header if c in table.needed]
