@@ -323,8 +323,8 @@ def _row_checks(table: SourceTable, row_columns: list[str], duplicates: bool = T
     """SQL expressions (reason, detail) naming why a row read from the CSV is excluded, NULL when it is kept.
 
     Checked in order: empty needed values, the table's own checks, then key duplicates (``duplicates``: two
-    window functions, over the key and over whole rows). Details name columns, never values (they are patient
-    data)."""
+    window functions, over the key and over whole rows of ``row_columns``, the columns kept). Details name columns,
+    never values (they are patient data)."""
     cases: list[tuple[str, str, str]] = []
     if table.not_null:
         nulls = " OR ".join(f"{_quote(c)} IS NULL" for c in table.not_null)
