@@ -1,6 +1,6 @@
 """Explanations of the trimodal TGMM (paper §5.5, Figures 8-9; SPEC §5).
 
-Four views of what a trained ``lab+ecg+echo`` run looked at, for diagnosis and prognosis:
+Five views of what a trained ``lab+ecg+echo`` run looked at, for diagnosis and prognosis:
 
 - **Attention matrices** (Fig. 8, :func:`attention_by_class`): the TGM attention (Eq. 9) of each of the 7
   specific/shared feature slots (t, ts, s, sm, m, tm, tsm) over the 7 slots and the prompt tokens, and the MFFM
@@ -10,11 +10,14 @@ Four views of what a trained ``lab+ecg+echo`` run looked at, for diagnosis and p
   BERT's embedding layer, from a baseline where every ordinary token is ``[PAD]`` ([CLS]/[SEP] kept), summed
   over the embedding width: one signed number per WordPiece token (red = towards the positive answer).
 - **Occlusion** (:func:`ecg_occlusion`, :func:`sentence_occlusion`; Captum's ``Occlusion`` / ``FeatureAblation``):
-  the score change when a 100 ms window of all 12 ECG leads is set to 0 mV (isoelectric), per sample, and when one
-  lab-text sentence is removed from the text; signed (positive = the part pushes towards the positive answer) and
-  on the raw inputs, so the ECG encoder's per-crop standardisation is part of what is explained. (Input-level
-  integrated gradients from a 0 mV baseline would be meaningless here: standardisation makes the encoder blind to
-  the record's scale, so the whole path is one constant score and a jump at 0.)
+  the score change when a 100 ms window of all 12 ECG leads is set to 0 mV (isoelectric), per sample, and when the
+  tokens of one lab-text sentence are replaced by ``[MASK]``; signed (positive = the part pushes towards the
+  positive answer) and on the raw inputs, so the ECG encoder's per-crop standardisation is part of what is
+  explained. (Input-level integrated gradients from a 0 mV baseline would be meaningless here: standardisation
+  makes the encoder blind to the record's scale, so the whole path is one constant score and a jump at 0.)
+- **Wave occlusion** (:func:`ecg_wave_occlusion`): the score change when every P wave, every QRS complex or every T
+  wave of the record, as neurokit2 delineates them, is erased (replaced by the baseline between its edges): what
+  each part of the beat contributes, in a clinician's units.
 - **Grad-CAM++** (Fig. 9, :func:`ecg_gradcam`, :func:`echo_gradcam`) with pytorch-grad-cam's ``GradCAMPlusPlus``
   (its hooks and its Eq. 19 channel weights): ECG over leads x time on the last ST-MEM block's 12 x 30 patch
   tokens; echo over views x frames on the input of the last MViT block's attention (``norm1``: the class token
@@ -64,10 +67,12 @@ __all__ = [
     "ExplainedRun",
     "attention_by_class",
     "choose_patients",
-    "class_contrast",
+    "delineate_waves",
     "ecg_gradcam",
     "ecg_occlusion",
+    "ecg_wave_occlusion",
     "echo_gradcam",
+    "erase_waves",
     "explain",
     "load_run",
     "run_dir",
@@ -323,25 +328,19 @@ def text_attributions(
     return pl.concat(frames).with_columns(pl.col("subject_id", "label").cast(pl.Int64))
 
 
-def _without_pad(input_ids: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
-    """Each row's tokens other than [PAD] moved to the front (order kept), the rest [PAD]; and the matching
-    attention mask: a sentence whose tokens were set to [PAD] is then absent from the text, as when the lab was
-    not measured, rather than replaced by attended [PAD] tokens."""
-    keep = input_ids != pad_id
-    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
-    ids = torch.gather(input_ids, 1, order)
-    mask = torch.gather(keep, 1, order).long()
-    return torch.where(mask.bool(), ids, torch.full_like(ids, pad_id)), mask
-
-
 @torch.no_grad()
 def sentence_occlusion(
     run: ExplainedRun, out_dir: str | Path, patients: pl.DataFrame, *, fixed: Mapping[str, Tensor] | None = None
 ) -> pl.DataFrame:
     """Sentence occlusion of the lab text of ``patients`` (subject_id, label): Captum's ``FeatureAblation`` with one
-    feature group per sentence, ablated by removing the sentence from the text ([CLS]/[SEP] kept); a sentence's
-    attribution is score(text) - score(text without it), i.e. positive when the sentence pushes towards the
-    positive answer. ECG and echo enter through their fixed encoder vectors.
+    feature group per sentence, ablated by replacing every token of the sentence with ``[MASK]`` ([CLS]/[SEP] and
+    the other sentences untouched); a sentence's attribution is score(text) - score(text with it masked), i.e.
+    positive when the sentence pushes towards the positive answer. ECG and echo enter through their fixed encoder
+    vectors.
+
+    Masking keeps every other token at its position. Removing the sentence instead (the first version) moves every
+    later token, so the first sentences (age, gender, height: no heart-failure signal) drew attribution for shifting
+    the whole text: with a randomly initialised BERT their removal changed the score as much as the drug history's.
 
     ``fixed``: the patients' encoder vectors (:func:`raw_vectors` of their batch) when already computed.
     Returns task, subject_id, label, score, sentence (index), sentence_label (e.g. "NTproBNP"), attribution.
@@ -351,15 +350,15 @@ def sentence_occlusion(
     out = Path(out_dir)
     model = run.model
     tokenizer = model.text.tokenizer
-    pad = tokenizer.pad_token_id
     texts = dict(pl.read_parquet(out / "hftri/text.parquet", columns=["subject_id", "text"]).iter_rows())
     subjects = patients["subject_id"].to_list()
     if fixed is None:
         fixed = raw_vectors(model, _raw_batch(run, out, subjects))
 
     def forward(input_ids: Tensor, ecg: Tensor, echo: Tensor) -> Tensor:
-        ids, mask = _without_pad(input_ids, pad)
-        return fused_score(run, {"lab": _raw_lab(model, ids, mask), "ecg": ecg, "echo": echo})
+        return fused_score(
+            run, {"lab": _raw_lab(model, input_ids, torch.ones_like(input_ids)), "ecg": ecg, "echo": echo}
+        )
 
     explainer = FeatureAblation(forward)
     rows = []
@@ -369,7 +368,7 @@ def sentence_occlusion(
             continue
         input_ids = torch.tensor([ids])
         groups = torch.tensor([sentence]) + 1  # group 0: [CLS]/[SEP], not ablated (its baseline is itself)
-        baseline = torch.where(groups == 0, input_ids, torch.full_like(input_ids, pad))
+        baseline = torch.where(groups == 0, input_ids, torch.full_like(input_ids, tokenizer.mask_token_id))
         extra = (fixed["ecg"][row : row + 1], fixed["echo"][row : row + 1])
         values = explainer.attribute(
             input_ids, baselines=baseline, additional_forward_args=extra, feature_mask=groups,
@@ -429,23 +428,101 @@ def ecg_occlusion(
     return values[:, 0].numpy().astype(np.float32), scores.numpy()
 
 
-def class_contrast(attributions: Sequence[np.ndarray], inside: Sequence[np.ndarray], labels: Sequence[int]) -> float:
-    """How much more a region's signed attribution points towards each patient's own class than the rest does.
+# ECG waves as neurokit2 delineates them: (onset column, offset column) of ``ecg_delineate``'s output.
+WAVES: dict[str, tuple[str, str]] = {
+    "P": ("ECG_P_Onsets", "ECG_P_Offsets"),
+    "QRS": ("ECG_R_Onsets", "ECG_R_Offsets"),
+    "T": ("ECG_T_Onsets", "ECG_T_Offsets"),
+}
+DELINEATION_LEAD = 1  # lead II (ST-MEM lead order), the usual rhythm and delineation lead
 
-    Per patient: D = (mean attribution inside - mean outside) / mean |attribution| (scale-free); the result is
-    mean D of the positive class - mean D of the negative class. Positive when the region pushes the positive
-    class's scores up and the negative class's down more than the rest of the input does; a model that does not
-    use the region, or uses it regardless of class, gives about 0. NaN without both classes."""
-    per = {0: [], 1: []}
-    for values, mask, label in zip(attributions, inside, labels, strict=True):
-        values, mask = np.asarray(values, dtype=np.float64), np.asarray(mask, dtype=bool)
-        scale = np.abs(values).mean()
-        if scale <= 0 or mask.all() or not mask.any():
+
+def delineate_waves(record: np.ndarray, fs: int) -> dict[str, list[tuple[int, int]]]:
+    """[onset, offset + 1) sample intervals of every P wave, QRS complex and T wave of a (12, T) record, from
+    neurokit2's wavelet delineation (``ecg_delineate(method="dwt")``) of lead II after ``ecg_clean``. A wave whose
+    onset or offset neurokit2 could not place is left out; a flat or beatless record gives empty lists."""
+    from hftri_mimic.ecg import _neurokit2
+
+    nk = _neurokit2()
+    empty: dict[str, list[tuple[int, int]]] = {name: [] for name in WAVES}
+    lead = np.asarray(record[DELINEATION_LEAD], dtype=np.float64)
+    if not np.isfinite(lead).all() or lead.std() <= 1e-6:
+        return empty
+    try:
+        cleaned = nk.ecg_clean(lead, sampling_rate=fs)
+        _, peaks = nk.ecg_peaks(cleaned, sampling_rate=fs)
+        if len(peaks["ECG_R_Peaks"]) < 3:
+            return empty
+        _, waves = nk.ecg_delineate(cleaned, peaks["ECG_R_Peaks"], sampling_rate=fs, method="dwt")
+    except (ValueError, IndexError, ZeroDivisionError) as error:  # neurokit2 on a record it cannot delineate
+        log.warning("ECG delineation failed (%s): no wave attributions for this record", type(error).__name__)
+        return empty
+    intervals = dict(empty)
+    for name, (onset_key, offset_key) in WAVES.items():
+        pairs = zip(waves[onset_key], waves[offset_key], strict=True)
+        intervals[name] = [
+            (int(on), int(off) + 1) for on, off in pairs if np.isfinite(on) and np.isfinite(off) and off >= on
+        ]
+    return intervals
+
+
+def erase_waves(record: np.ndarray, intervals: Sequence[tuple[int, int]]) -> np.ndarray:
+    """A copy of the (12, T) record with every interval replaced, in all leads, by the straight line between the
+    samples just outside it: the wave is gone and the baseline runs on, as in a beat without that wave."""
+    erased = np.array(record, dtype=np.float32, copy=True)
+    length = erased.shape[1]
+    for start, end in intervals:
+        start, end = max(start, 1), min(end, length - 1)
+        if end <= start:
             continue
-        per[int(label)].append((values[mask].mean() - values[~mask].mean()) / scale)
-    if not per[0] or not per[1]:
-        return float("nan")
-    return float(np.mean(per[1]) - np.mean(per[0]))
+        weight = np.linspace(0.0, 1.0, end - start + 2, dtype=np.float32)[1:-1]
+        erased[:, start:end] = erased[:, start - 1 : start] * (1 - weight) + erased[:, end : end + 1] * weight
+    return erased
+
+
+@torch.no_grad()
+def ecg_wave_occlusion(
+    run: ExplainedRun,
+    out_dir: str | Path,
+    patients: pl.DataFrame,
+    *,
+    fs: int = 250,
+    batch: Mapping[str, Tensor] | None = None,
+    fixed: Mapping[str, Tensor] | None = None,
+) -> pl.DataFrame:
+    """What each kind of ECG wave contributes, in the clinician's units: per patient and wave (P, QRS, T), the score
+    change when every such wave of the record is erased (:func:`delineate_waves`, :func:`erase_waves`), i.e.
+    score(record) - score(record without its QRS complexes). Signed like the other occlusions; lab and echo fixed.
+
+    Unlike the sliding 0 mV window of :func:`ecg_occlusion`, the erased record stays a plausible ECG (an
+    isoelectric line where the wave was) and a wave is removed whole, whatever its width.
+    Returns task, subject_id, label, score, wave, beats (waves erased), attribution (NaN with no wave found).
+    """
+    model = run.model
+    if batch is None:
+        batch = _raw_batch(run, Path(out_dir), patients["subject_id"].to_list())
+    if fixed is None:
+        fixed = raw_vectors(model, batch)
+    records = batch["ecg"].numpy()
+
+    def score(ecg: np.ndarray) -> np.ndarray:
+        raw = {"lab": fixed["lab"], "ecg": _raw_ecg(model, torch.as_tensor(ecg)), "echo": fixed["echo"]}
+        return fused_score(run, raw).numpy()
+
+    delineated = [delineate_waves(record, fs) for record in records]
+    scores = score(records)
+    rows = []
+    for wave in WAVES:
+        erased = score(np.stack([erase_waves(r, d[wave]) for r, d in zip(records, delineated, strict=True)]))
+        for i, (subject, label) in enumerate(patients.select("subject_id", "label").iter_rows()):
+            beats = len(delineated[i][wave])
+            change = float(scores[i] - erased[i]) if beats else float("nan")
+            rows.append((run.task, subject, label, float(scores[i]), wave, beats, change))
+    schema = {
+        "task": pl.String, "subject_id": pl.Int64, "label": pl.Int64, "score": pl.Float64, "wave": pl.String,
+        "beats": pl.Int64, "attribution": pl.Float64,
+    }  # fmt: skip
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 # --------------------------------------------------------------------------- (d) Grad-CAM++
@@ -710,6 +787,32 @@ def _occlusion_figure(frame: pl.DataFrame, ecgs: Mapping[int, np.ndarray], path:
     plt.close(fig)
 
 
+def _waves_figure(frame: pl.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = frame["task"].unique(maintain_order=True).to_list()
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        rows = frame.filter(task=task).drop_nans("attribution")
+        for offset, (label, colour) in zip((-0.18, 0.18), ((0, "tab:blue"), (1, "tab:red")), strict=True):
+            for k, wave in enumerate(WAVES):
+                values = rows.filter(label=label, wave=wave)["attribution"].to_numpy()
+                if values.size == 0:
+                    continue
+                ax.bar(k + offset, values.mean(), width=0.34, color=colour, alpha=0.45)
+                ax.scatter(np.full(values.size, k + offset), values, s=10, color=colour)
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_xticks(range(len(WAVES)), [f"{wave} erased" for wave in WAVES])
+        ax.set_ylabel("score - score without the wave")
+        ax.set_title(f"{task}: blue class 0, red class 1 (bar: mean, dots: patients)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _echo_figure(frame: pl.DataFrame, path: Path) -> None:
     import matplotlib
 
@@ -759,11 +862,13 @@ def explain(
     ig_steps: int = 32,
     features_path: str | Path | None = None,
     threads: int = 1,
+    ecg_fs: int = 250,
 ) -> dict[str, Path]:
     """Every explanation of the trimodal runs of ``work_dirs`` (task -> ``train/{task}/lab+ecg+echo``) into
     ``dest``: attention.parquet + attention_{task}.png (Fig. 8); text_tokens.parquet, text_attributions.html and
     .png; text_sentences.parquet (sentence occlusion); ecg_gradcam.parquet + .png; ecg_occlusion.parquet + .png;
-    echo_gradcam.parquet + .png (Fig. 9). ``patients`` per class per task."""
+    ecg_waves.parquet + .png (wave occlusion); echo_gradcam.parquet + .png (Fig. 9). ``patients`` per class per
+    task; ``ecg_fs``: the stored ECG records' sampling rate."""
     from hftri_mimic.ecg import ST_MEM_LEADS
     from hftri_mimic.echo import VIEWS
 
@@ -773,7 +878,7 @@ def explain(
     experiment = Experiment.from_settings(
         out, model_settings, optim, dest, threads=threads, features_path=features_path
     )
-    attention, tokens, sentences, ecg_rows, occlusion_rows, echo_rows = [], [], [], [], [], []
+    attention, tokens, sentences, waves, ecg_rows, occlusion_rows, echo_rows = [], [], [], [], [], [], []
     signals: dict[int, np.ndarray] = {}
     for task, work_dir in work_dirs.items():
         run = load_run(out, model_settings, work_dir, task)
@@ -788,6 +893,7 @@ def explain(
         fixed = raw_vectors(run.model, batch)
         sentences.append(sentence_occlusion(run, out, chosen, fixed=fixed))
         occluded, _ = ecg_occlusion(run, out, chosen, batch=batch, fixed=fixed)
+        waves.append(ecg_wave_occlusion(run, out, chosen, fs=ecg_fs, batch=batch, fixed=fixed))
         echo = echo_gradcam(run, out, chosen)
         for i, (subject, label) in enumerate(chosen.iter_rows()):
             signals[subject] = batch["ecg"][i].numpy()
@@ -830,6 +936,9 @@ def explain(
     paths["ecg_occlusion"] = dest / "ecg_occlusion.parquet"
     paths["ecg_occlusion_png"] = dest / "ecg_occlusion.png"
     occlusion_frame.write_parquet(paths["ecg_occlusion"])
+    paths["ecg_waves"] = dest / "ecg_waves.parquet"
+    paths["ecg_waves_png"] = dest / "ecg_waves.png"
+    (pl.concat(waves) if waves else pl.DataFrame()).write_parquet(paths["ecg_waves"])
     echo_frame = pl.DataFrame(echo_rows, schema=echo_schema, orient="row")
     paths["ecg"] = dest / "ecg_gradcam.parquet"
     paths["ecg_png"] = dest / "ecg_gradcam.png"
@@ -841,9 +950,10 @@ def explain(
         _text_figure(token_frame, paths["text_png"])
         _ecg_figure(ecg_frame, signals, paths["ecg_png"])
         _occlusion_figure(occlusion_frame, signals, paths["ecg_occlusion_png"])
+        _waves_figure(pl.concat(waves), paths["ecg_waves_png"])
         _echo_figure(echo_frame, paths["echo_png"])
     else:  # no test patient with all three modalities: the figures say so
-        for key in ("text_png", "ecg_png", "ecg_occlusion_png", "echo_png"):
+        for key in ("text_png", "ecg_png", "ecg_occlusion_png", "ecg_waves_png", "echo_png"):
             _empty_figure(paths[key])
     log.info("explanations: %d tasks, %d patients", len(work_dirs), ecg_frame["subject_id"].n_unique())
     return paths

@@ -1,6 +1,6 @@
 # Explanations of the trimodal TGMM (paper §5.5, Figs. 8-9; models/explain.py): attention matrices over the
 # specific and shared features, lab-text token attributions and sentence occlusion, Grad-CAM++ over ECG leads x time
-# and echo views x frames, occlusion over ECG time.
+# and echo views x frames, occlusion over ECG time and of whole ECG waves (P, QRS, T).
 
 
 rule explain:
@@ -44,6 +44,13 @@ rule explain:
             category="4. Explanations",
             labels={"figure": "occlusion, ECG"},
         ),
+        ecg_waves=OUT / "eval/explain/ecg_waves.parquet",
+        ecg_waves_png=report(
+            OUT / "eval/explain/ecg_waves.png",
+            caption="../report/explain_ecg_waves.rst",
+            category="4. Explanations",
+            labels={"figure": "wave occlusion, ECG"},
+        ),
         text_sentences=OUT / "eval/explain/text_sentences.parquet",
         echo=OUT / "eval/explain/echo_gradcam.parquet",
         echo_png=report(
@@ -59,6 +66,7 @@ rule explain:
         work_dirs={task: str(OUT / f"train/{task}/lab+ecg+echo") for task in explain_tasks()},
         patients=config["explain"]["patients"],
         ig_steps=config["explain"]["ig_steps"],
+        ecg_fs=config["ecg"]["target_fs"],
     log:
         OUT / "logs/eval/explain.log",
     benchmark:

@@ -19,5 +19,6 @@ with to_file(snakemake.log[0]) as log:
         ig_steps=snakemake.params.ig_steps,
         features_path=snakemake.input.get("features"),
         threads=snakemake.threads,
+        ecg_fs=snakemake.params.ecg_fs,
     )
     log.info("explanations written: %d files", len(paths))
