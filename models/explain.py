@@ -454,15 +454,15 @@ def delineate_waves(record: np.ndarray, fs: int) -> dict[str, list[tuple[int, in
         if len(peaks["ECG_R_Peaks"]) < 3:
             return empty
         _, waves = nk.ecg_delineate(cleaned, peaks["ECG_R_Peaks"], sampling_rate=fs, method="dwt")
-    except (ValueError, IndexError, ZeroDivisionError) as error:  # neurokit2 on a record it cannot delineate
-        log.warning("ECG delineation failed (%s): no wave attributions for this record", type(error).__name__)
+        intervals = dict(empty)
+        for name, (onset_key, offset_key) in WAVES.items():
+            pairs = zip(waves[onset_key], waves[offset_key], strict=True)
+            intervals[name] = [
+                (int(on), int(off) + 1) for on, off in pairs if np.isfinite(on) and np.isfinite(off) and off >= on
+            ]
+    except (ValueError, IndexError, KeyError, ZeroDivisionError) as error:  # a record neurokit2 cannot delineate
+        log.warning("an ECG could not be delineated (%s): no wave attributions for it", type(error).__name__)
         return empty
-    intervals = dict(empty)
-    for name, (onset_key, offset_key) in WAVES.items():
-        pairs = zip(waves[onset_key], waves[offset_key], strict=True)
-        intervals[name] = [
-            (int(on), int(off) + 1) for on, off in pairs if np.isfinite(on) and np.isfinite(off) and off >= on
-        ]
     return intervals
 
 

@@ -7,15 +7,17 @@ initialisation (untrained), one per seed. An untrained model already attributes 
 sentences; the trained one must beat every control, not 1.
 
 - ECG (:func:`models.explain.ecg_wave_occlusion`): each record's QRS width and T-wave amplitude follow the
-  patient's ECG component (:mod:`hftri_mimic.demo.records`); the P wave carries nothing. Measure: mean |score
-  change| when the QRS complexes or the T waves are erased, over the patients, ÷ the same for the P waves.
+  patient's ECG component (:mod:`hftri_mimic.demo.records`); the P wave's shape does not (only the number of beats,
+  through a heart rate 4 bpm higher per SD of the component). Measure: mean |score change| when the QRS complexes
+  or the T waves are erased ÷ the same for the P waves, over the patients with all three waves delineated.
 - Lab text (:func:`models.explain.sentence_occlusion`): the labs with a lab-component weight of at least
   :data:`PLANTED_WEIGHT` in :data:`hftri_mimic.demo.vocab.LAB_ITEMS` (NT-proBNP, creatinine, urea nitrogen,
   sodium, haemoglobin, ...) and the medical and drug history (drawn more often with heart failure,
   :mod:`hftri_mimic.demo.hosp`) are planted; the labs with weight 0 and the demographic sentences (gender, race,
   height, weight, BMI) are not; the rest (weak weights, age) count on neither side. Measure: per patient, mean
   |attribution| of the planted sentences ÷ mean |attribution| of the unplanted ones; geometric mean over the
-  patients.
+  patients. ``lab_values`` is the same over the lab sentences alone (one template, similar lengths), so that the
+  long history sentences cannot carry it.
 
 An explanation can only find what the model learned: on the default demo the lab text alone has prognosis
 C-index 0.48 (nothing learned), so the lab-text check is of the diagnosis model (models/README.md).
@@ -61,18 +63,21 @@ HISTORY_SENTENCES = ("Medical history", "Drug history")
 DEMOGRAPHIC_SENTENCES = ("Gender", "Race", "Height", "Weight", "BMI")
 
 
-def planted_sentences() -> tuple[set[str], set[str]]:
-    """(planted, unplanted) lab-text sentence labels of the demo (see the module docstring)."""
+def planted_sentences(labs_only: bool = False) -> tuple[set[str], set[str]]:
+    """(planted, unplanted) lab-text sentence labels of the demo (see the module docstring). ``labs_only``: only the
+    lab sentences (one template, similar lengths), without the history and demographic sentences."""
     weights = {label: weight for label, *_, weight in LAB_ITEMS.values()}
-    planted = {label for label, weight in weights.items() if abs(weight) >= PLANTED_WEIGHT} | set(HISTORY_SENTENCES)
-    unplanted = {label for label, weight in weights.items() if weight == 0} | set(DEMOGRAPHIC_SENTENCES)
-    return planted, unplanted
+    planted = {label for label, weight in weights.items() if abs(weight) >= PLANTED_WEIGHT}
+    unplanted = {label for label, weight in weights.items() if weight == 0}
+    if labs_only:
+        return planted, unplanted
+    return planted | set(HISTORY_SENTENCES), unplanted | set(DEMOGRAPHIC_SENTENCES)
 
 
-def sentence_ratio(sentences: pl.DataFrame) -> tuple[float, int]:
+def sentence_ratio(sentences: pl.DataFrame, labs_only: bool = False) -> tuple[float, int]:
     """Geometric mean over patients of mean |attribution| of planted ÷ unplanted sentences, and the number of
     patients with both kinds (``sentences``: :func:`models.explain.sentence_occlusion`'s frame)."""
-    planted, unplanted = planted_sentences()
+    planted, unplanted = planted_sentences(labs_only)
     kind = (
         pl.when(pl.col("sentence_label").is_in(list(planted)))
         .then(pl.lit("planted"))
@@ -93,16 +98,22 @@ def sentence_ratio(sentences: pl.DataFrame) -> tuple[float, int]:
     return (float(np.exp(np.log(ratios).mean())) if ratios.size else float("nan")), int(ratios.size)
 
 
-def wave_ratio(waves: pl.DataFrame) -> float:
+def wave_ratio(waves: pl.DataFrame) -> tuple[float, int]:
     """Mean over the planted waves (QRS, T) of the patients' mean |score change| when that wave is erased, ÷ the same
-    for the unplanted P wave (``waves``: :func:`models.explain.ecg_wave_occlusion`'s frame)."""
-    size = waves.drop_nans("attribution").group_by("wave").agg(pl.col("attribution").abs().mean())
-    mean = dict(size.iter_rows())
-    if not all(w in mean for w in PLANTED_WAVES + UNPLANTED_WAVES):
-        return float("nan")
+    for the unplanted P wave, over the patients with all three waves delineated, and their number (``waves``:
+    :func:`models.explain.ecg_wave_occlusion`'s frame)."""
+    complete = (
+        waves.group_by("subject_id")
+        .agg(pl.col("attribution").is_finite().all() & (pl.len() == len(PLANTED_WAVES + UNPLANTED_WAVES)))
+        .filter(pl.col("attribution"))["subject_id"]
+    )
+    kept = waves.filter(pl.col("subject_id").is_in(complete.implode()))
+    mean = dict(kept.group_by("wave").agg(pl.col("attribution").abs().mean()).iter_rows())
+    if not complete.len():
+        return float("nan"), 0
     inside = np.mean([mean[w] for w in PLANTED_WAVES])
     outside = np.mean([mean[w] for w in UNPLANTED_WAVES])
-    return float(inside / outside) if outside > 0 else float("nan")
+    return (float(inside / outside) if outside > 0 else float("nan")), int(complete.len())
 
 
 def planted_ecg_masks(out_dir: str | Path, subject_ids: Sequence[int], n_samples: int) -> list[np.ndarray]:
@@ -169,9 +180,12 @@ def planted_measures(
     for name, run in runs:
         row: dict[str, Any] = {"task": task, "train_dir": train_dir, "model": name, "n": patients.height}
         if "ecg" in measures:
-            row["ecg_waves"] = wave_ratio(ecg_wave_occlusion(run, out, patients, fs=fs, batch=batch, fixed=fixed))
+            waves = ecg_wave_occlusion(run, out, patients, fs=fs, batch=batch, fixed=fixed)
+            row["ecg_waves"], row["n_ecg"] = wave_ratio(waves)
         if "text" in measures:
-            row["lab_text"], row["n_text"] = sentence_ratio(sentence_occlusion(run, out, patients, fixed=fixed))
+            sentences = sentence_occlusion(run, out, patients, fixed=fixed)
+            row["lab_text"], row["n_text"] = sentence_ratio(sentences)
+            row["lab_values"], row["n_values"] = sentence_ratio(sentences, labs_only=True)
         rows.append(row)
     return rows
 
