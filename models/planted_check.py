@@ -54,7 +54,6 @@ from models.explain import (
 )
 from models.train import ModelConfig, build_model
 
-ECG_FS = 250  # the dataset stage's ECG rate: record time t ms is sample t * 250 / 1000
 PLANTED_WEIGHT = 0.3  # a lab is planted when the lab component shifts it by at least this many SDs
 PLANTED_WAVES = ("QRS", "T")
 UNPLANTED_WAVES = ("P",)
@@ -107,10 +106,10 @@ def wave_ratio(waves: pl.DataFrame) -> tuple[float, int]:
         .agg(pl.col("attribution").is_finite().all() & (pl.len() == len(PLANTED_WAVES + UNPLANTED_WAVES)))
         .filter(pl.col("attribution"))["subject_id"]
     )
-    kept = waves.filter(pl.col("subject_id").is_in(complete.implode()))
-    mean = dict(kept.group_by("wave").agg(pl.col("attribution").abs().mean()).iter_rows())
     if not complete.len():
         return float("nan"), 0
+    kept = waves.filter(pl.col("subject_id").is_in(complete.implode()))
+    mean = dict(kept.group_by("wave").agg(pl.col("attribution").abs().mean()).iter_rows())
     inside = np.mean([mean[w] for w in PLANTED_WAVES])
     outside = np.mean([mean[w] for w in UNPLANTED_WAVES])
     return (float(inside / outside) if outside > 0 else float("nan")), int(complete.len())
@@ -120,7 +119,8 @@ def planted_ecg_masks(out_dir: str | Path, subject_ids: Sequence[int], n_samples
     """(n_samples,) bool per patient: the samples of the stored ECG from a QRS onset to the T end of its beat, from
     the demo's source truth (``source_truth/ecg_records.parquet``) and the record's replayed beat times."""
     out = Path(out_dir)
-    seed = yaml.safe_load((out.parent / "config.yaml").read_text())["demo"]["seed"]
+    config = yaml.safe_load((out.parent / "config.yaml").read_text())
+    seed, fs = config["demo"]["seed"], config["ecg"]["target_fs"]  # the stored records' rate
     studies = pl.read_parquet(out / "hftri/manifest.parquet", columns=["subject_id", "ecg_study_id"])
     truth = pl.read_parquet(out / "source_truth/ecg_records.parquet", columns=["study_id", "qrs_ms", "hr"])
     study_of = dict(studies.iter_rows())
@@ -130,7 +130,7 @@ def planted_ecg_masks(out_dir: str | Path, subject_ids: Sequence[int], n_samples
         record = truth.filter(study_id=study).row(0, named=True)
         windows = qrs_t_windows(ecg_record_rng(seed, study), qrs_ms=record["qrs_ms"], hr_bpm=record["hr"])
         inside = np.zeros(n_samples, dtype=bool)
-        for start, end in windows * ECG_FS / 1000:
+        for start, end in windows * fs / 1000:
             inside[int(np.floor(start)) : int(np.ceil(end))] = True
         masks.append(inside)
     return masks
