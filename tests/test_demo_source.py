@@ -81,6 +81,39 @@ def test_hosp_quirks_of_the_real_files_are_present(hosp_only):
     assert {"Height (Inches)", "Weight (Lbs)", "BMI (kg/m2)", "Blood Pressure"} <= {r[0] for r in omr}
 
 
+def labevents_order(path: Path) -> dict[str, float]:
+    """How a labevents.csv.gz is ordered: share of consecutive rows keeping or raising charttime's time of day,
+    whether labevent_id counts up by subject then charttime, and whether the file is in labevent_id order."""
+    rows = pl.read_csv(path, infer_schema_length=0).with_columns(
+        pl.col("labevent_id", "subject_id", "specimen_id").cast(pl.Int64), pl.col("charttime").str.to_datetime()
+    )
+    minute = rows["charttime"].dt.hour().cast(pl.Int32) * 60 + rows["charttime"].dt.minute().cast(pl.Int32)
+    by_id = rows.sort("labevent_id")
+    specimens = (
+        rows.with_row_index().group_by("specimen_id").agg(pl.col("index").max() - pl.col("index").min() + 1, pl.len())
+    )
+    return {
+        "time_of_day_rising": float((minute.diff().drop_nulls() >= 0).mean()),
+        "ids_follow_subject_and_time": by_id.select(pl.struct("subject_id", "charttime")).to_series().is_sorted(),
+        "file_in_id_order": rows["labevent_id"].is_sorted(),
+        "subject_runs_per_subject": (rows["subject_id"].rle_id().max() + 1) / rows["subject_id"].n_unique(),
+        "specimens_together": float((specimens["index"] == specimens["len"]).mean()),
+    }
+
+
+def test_labevents_rows_come_in_the_real_files_order_not_labevent_ids(hosp_only):
+    """MIMIC-IV's labevents.csv.gz runs by the time of day of charttime, subjects interleaved, specimens together;
+    labevent_id counts by subject and charttime, so the file is not in id order. The demo writes the same order, so
+    a reader that relies on sorted rows fails on it as it would on the real file."""
+    real = labevents_order(require_shared(MIMIC_DEMO_HOSP / "labevents.csv.gz"))
+    demo = labevents_order(hosp_only / "source/hosp/labevents.csv.gz")
+    for order in (real, demo):
+        assert order["time_of_day_rising"] > 0.95
+        assert order["ids_follow_subject_and_time"] and not order["file_in_id_order"]
+        assert order["subject_runs_per_subject"] > 10  # one subject's rows are spread over many runs
+        assert order["specimens_together"] > 0.85
+
+
 def test_generator_is_deterministic_for_a_seed(tmp_path):
     def digest(root: Path) -> dict[str, str]:
         return {

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from hftri_mimic.demo.hosp import file_order
 from hftri_mimic.demo.records import dicom_filepath
 from hftri_mimic.demo.vocab import FILLER
 
@@ -125,8 +126,10 @@ def _more_outpatient_labs(rng: np.random.Generator, labevents: pl.DataFrame, tar
     )
     first_id = labevents["labevent_id"].min()
     both = pl.concat([labevents, copies]).sort(["subject_id", "charttime", "itemid"])
-    return both.with_columns(
-        labevent_id=pl.int_range(first_id, first_id + pl.len(), dtype=labevents.schema["labevent_id"])
+    return file_order(
+        both.with_columns(
+            labevent_id=pl.int_range(first_id, first_id + pl.len(), dtype=labevents.schema["labevent_id"])
+        )
     )
 
 

@@ -337,8 +337,24 @@ def labevents_table(rng: np.random.Generator, pop: PopulationChunk, first_labeve
             "comments": text(comments),
         }
     ).sort(["subject_id", "charttime", "itemid"])
-    return frame.with_columns(labevent_id=pl.int_range(first_labevent_id, first_labevent_id + pl.len())).select(
-        COLUMNS["labevents"]
+    frame = frame.with_columns(labevent_id=pl.int_range(first_labevent_id, first_labevent_id + pl.len()))
+    return file_order(frame).select(COLUMNS["labevents"])
+
+
+def file_order(labevents: pl.DataFrame) -> pl.DataFrame:
+    """The rows in the order of MIMIC-IV's labevents.csv.gz, which is not labevent_id's: labevent_id counts up by
+    subject_id, then charttime, but the file runs roughly by the time of day of charttime (00:00 rows first),
+    interleaving subjects, with a specimen's rows together and its items in no order (checked on the MIMIC-IV demo
+    2.2: 99% of consecutive rows keep or raise the time of day, 5,662 runs of one subject for 100 subjects, items in
+    id order in 0.3% of specimens). A reader must not rely on the order; this demo makes one that does fail.
+
+    The scramble is a fixed integer mix of specimen_id and labevent_id (Knuth's multiplicative hash), not a draw from
+    the generator's random stream, so every other table of the demo is unchanged by it."""
+    mix = 2654435761  # Knuth's multiplicative-hash constant (2^32 / golden ratio)
+    return labevents.sort(
+        pl.col("charttime").dt.hour().cast(pl.Int32) * 60 + pl.col("charttime").dt.minute().cast(pl.Int32),
+        (pl.col("specimen_id") * mix) % 2**32,
+        (pl.col("labevent_id") * mix) % 2**32,
     )
 
 
