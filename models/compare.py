@@ -36,6 +36,7 @@ from models.config import SUBSETS
 from models.evaluation import (
     DISPLAY,
     METRIC_DISPLAY,
+    RESULT_COLUMNS,
     defined_metric,
     format_cell,
     markdown_table,
@@ -50,17 +51,13 @@ TABLE_TITLES = {
     "ablation": "Table 6: ablation of the textual guidance and the response module",
     "sweep": "Fig. 7: hyperparameter sweeps",
 }
+# A results row (models.evaluation.RESULT_COLUMNS, without the bootstrap's n_skipped) named by its table, variant
+# and task, with its paired difference from TGMM.
 COMPARE_COLUMNS: dict[str, Any] = {
     "table": pl.String,
     "variant": pl.String,
     "task": pl.String,
-    "subset": pl.String,
-    "metric": pl.String,
-    "value": pl.Float64,
-    "ci_low": pl.Float64,
-    "ci_high": pl.Float64,
-    "sd": pl.Float64,
-    "n": pl.Int64,
+    **{column: dtype for column, dtype in RESULT_COLUMNS.items() if column != "n_skipped"},
     "diff": pl.Float64,
     "diff_low": pl.Float64,
     "diff_high": pl.Float64,
