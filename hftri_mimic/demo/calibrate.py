@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from hftri_mimic.demo.hosp import file_order
+from hftri_mimic.demo.hosp import numbered_in_file_order
 from hftri_mimic.demo.records import dicom_filepath
 from hftri_mimic.demo.vocab import FILLER
 
@@ -124,13 +124,7 @@ def _more_outpatient_labs(rng: np.random.Generator, labevents: pl.DataFrame, tar
         storetime=pl.col("storetime") - earlier,
         specimen_id=pl.Series(specimen, dtype=labevents.schema["specimen_id"]),
     )
-    first_id = labevents["labevent_id"].min()
-    both = pl.concat([labevents, copies]).sort(["subject_id", "charttime", "itemid"])
-    return file_order(
-        both.with_columns(
-            labevent_id=pl.int_range(first_id, first_id + pl.len(), dtype=labevents.schema["labevent_id"])
-        )
-    )
+    return numbered_in_file_order(pl.concat([labevents, copies]), labevents["labevent_id"].min())
 
 
 def _more_omr(rng: np.random.Generator, omr: pl.DataFrame, target: int) -> pl.DataFrame:

@@ -336,9 +336,17 @@ def labevents_table(rng: np.random.Generator, pop: PopulationChunk, first_labeve
             "priority": text(pick(rng, (("ROUTINE", 0.6), ("STAT", 0.35), (None, 0.05)), k)),
             "comments": text(comments),
         }
-    ).sort(["subject_id", "charttime", "itemid"])
-    frame = frame.with_columns(labevent_id=pl.int_range(first_labevent_id, first_labevent_id + pl.len()))
-    return file_order(frame).select(COLUMNS["labevents"])
+    )
+    return numbered_in_file_order(frame, first_labevent_id).select(COLUMNS["labevents"])
+
+
+def numbered_in_file_order(labevents: pl.DataFrame, first_labevent_id: int) -> pl.DataFrame:
+    """``labevents`` with labevent_id counting up from ``first_labevent_id`` by subject_id, charttime and itemid, as
+    MIMIC-IV numbers them (replacing any ids it had), and its rows in the file's order (:func:`file_order`)."""
+    numbered = labevents.sort(["subject_id", "charttime", "itemid"]).with_columns(
+        labevent_id=pl.int_range(first_labevent_id, first_labevent_id + pl.len(), dtype=pl.Int64)
+    )
+    return file_order(numbered)
 
 
 def file_order(labevents: pl.DataFrame) -> pl.DataFrame:
