@@ -8,7 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from conftest import MIMIC_DEMO_HOSP, SMALL_DEMO, content_hashes, require_shared, snakemake, write_config
+from conftest import SMALL_DEMO, content_hashes, snakemake, write_config
+from reference_data import mimic_demo_hosp
 
 from hftri_mimic.text import build_demo_vocab, fit_texts, join_sentences, load_tokenizer, patient_sentences
 
@@ -18,7 +19,7 @@ def config_of(run: Path) -> dict:
 
 
 def read_hosp(name: str, **kwargs) -> pl.DataFrame:
-    return pl.read_csv(require_shared(MIMIC_DEMO_HOSP) / f"{name}.csv.gz", try_parse_dates=True, **kwargs)
+    return pl.read_csv(mimic_demo_hosp() / f"{name}.csv.gz", try_parse_dates=True, **kwargs)
 
 
 def test_lab_values_on_the_real_demo_match_an_independent_computation(mimic_run):

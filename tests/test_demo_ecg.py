@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import wfdb
+from reference_data import mimic_ecg_header
 
 from hftri_mimic.demo.ecg import (
     MIMIC_LEADS,
@@ -17,7 +18,6 @@ from hftri_mimic.demo.ecg import (
     write_mimic_ecg_record,
 )
 
-REAL_HEA = Path(__file__).resolve().parents[2] / "shared/data/mimic-iv-ecg-format/40689238.hea"
 FS = 500
 ECG_TIME = datetime(2180, 7, 23, 8, 44, 0)
 II, V5 = MIMIC_LEADS.index("II"), MIMIC_LEADS.index("V5")
@@ -100,9 +100,8 @@ def test_record_reads_back_with_mimic_fields(tmp_path):
 
 
 def test_header_text_has_the_real_mimic_layout(tmp_path):
-    assert REAL_HEA.exists(), f"real MIMIC-IV-ECG header not found at {REAL_HEA} (../shared beside the repo)"
     ours = write(tmp_path, clean()).with_suffix(".hea").read_text().splitlines()
-    real = REAL_HEA.read_text().splitlines()
+    real = mimic_ecg_header().read_text().splitlines()
     assert len(ours) == len(real) == 14, f"{len(ours)} header lines, the real one has {len(real)}"
     shapes = [RECORD_LINE] + [SIGNAL_LINE] * 12 + [COMMENT_LINE]
     for n, (mine, theirs, shape) in enumerate(zip(ours, real, shapes, strict=True)):

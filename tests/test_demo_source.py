@@ -14,8 +14,8 @@ import polars as pl
 import pydicom
 import pytest
 import wfdb
-from conftest import MIMIC_DEMO_HOSP, MIMIC_ECG_HEADER, require_shared
 from pydicom.uid import JPEGBaseline8Bit
+from reference_data import mimic_demo_hosp, mimic_ecg_header
 from sklearn.metrics import roc_auc_score
 
 from hftri_mimic.demo.generate import HOSP_TABLES, DemoSpec, generate_demo_source
@@ -47,7 +47,7 @@ def inferred_types(path: Path) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("table", HOSP_TABLES)
 def test_hosp_table_has_the_columns_and_types_of_the_real_mimic_demo(hosp_only, table):
-    real = inferred_types(require_shared(MIMIC_DEMO_HOSP / f"{table}.csv.gz"))
+    real = inferred_types(mimic_demo_hosp() / f"{table}.csv.gz")
     ours = inferred_types(hosp_only / "source/hosp" / f"{table}.csv.gz")
     assert ours == real, f"{table}: generated (name, DuckDB type) differ from MIMIC-IV demo: {ours} vs {real}"
 
@@ -105,7 +105,7 @@ def test_labevents_rows_come_in_the_real_files_order_not_labevent_ids(hosp_only)
     """MIMIC-IV's labevents.csv.gz runs by the time of day of charttime, subjects interleaved, specimens together;
     labevent_id counts by subject and charttime, so the file is not in id order. The demo writes the same order, so
     a reader that relies on sorted rows fails on it as it would on the real file."""
-    real = labevents_order(require_shared(MIMIC_DEMO_HOSP / "labevents.csv.gz"))
+    real = labevents_order(mimic_demo_hosp() / "labevents.csv.gz")
     demo = labevents_order(hosp_only / "source/hosp/labevents.csv.gz")
     for order in (real, demo):
         assert order["time_of_day_rising"] > 0.95
@@ -151,7 +151,7 @@ def header_shape(line: str) -> str:
 def test_wfdb_records_read_back_with_the_mimic_header_shape(with_signals):
     records = pl.read_csv(with_signals / "source/ecg/record_list.csv")
     assert records.columns == ["subject_id", "study_id", "file_name", "ecg_time", "path"]
-    real_lines = require_shared(MIMIC_ECG_HEADER).read_text().splitlines()
+    real_lines = mimic_ecg_header().read_text().splitlines()
     for row in records.head(5).iter_rows(named=True):
         path = with_signals / "source/ecg" / row["path"]
         assert re.fullmatch(
@@ -280,6 +280,6 @@ def test_scale_mode_tables_ingest_whole_with_unique_ids_and_dangling_references_
 
 @pytest.mark.parametrize("table", ["admissions", "diagnoses_icd", "labevents", "omr", "prescriptions"])
 def test_scale_mode_tables_keep_the_real_column_types(at_scale, table):
-    real = inferred_types(require_shared(MIMIC_DEMO_HOSP / f"{table}.csv.gz"))
+    real = inferred_types(mimic_demo_hosp() / f"{table}.csv.gz")
     ours = inferred_types(at_scale[0] / "source/hosp" / f"{table}.csv.gz")
     assert ours == real, f"{table}: generated (name, DuckDB type) differ from MIMIC-IV demo: {ours} vs {real}"

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 from conftest import planned_rules, snakemake, write_config
+from reference_data import mimic_demo_file
 
 from hftri_mimic.download import (
     ChecksumError,
@@ -29,7 +30,6 @@ from hftri_mimic.download import (
     select_files,
 )
 
-SHARED_DEMO = Path(__file__).resolve().parents[2] / "shared/data/mimic-iv-demo-2.2"
 USER = "alice"
 PASSWORD = "pw-9f2c-Zq81-never-leaks"
 PREFIX = "/files/demo/2.2/"
@@ -127,7 +127,7 @@ def write_tree(root: Path) -> dict[str, str]:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if content is None:
-            shutil.copyfile(SHARED_DEMO / rel, path)
+            shutil.copyfile(mimic_demo_file(rel), path)
         else:
             path.write_bytes(content)
         sums[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -356,9 +356,9 @@ def test_an_unreachable_server_is_given_up_after_the_configured_retries(tmp_path
 
 
 def test_the_real_physionet_checksum_file_parses():
-    sums = parse_sha256sums((SHARED_DEMO / "SHA256SUMS.txt").read_text().splitlines())
+    sums = parse_sha256sums(mimic_demo_file("SHA256SUMS.txt").read_text().splitlines())
     assert len(sums) == 34
-    real = SHARED_DEMO / "hosp/admissions.csv.gz"
+    real = mimic_demo_file("hosp/admissions.csv.gz")
     assert sums["hosp/admissions.csv.gz"] == hashlib.sha256(real.read_bytes()).hexdigest()
     assert parse_sha256sums([f"{'a' * 64}  two/spaces.csv"]) == {"two/spaces.csv": "a" * 64}
     with pytest.raises(DownloadError, match="line 1"):

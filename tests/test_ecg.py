@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.signal
+from reference_data import ptb_record
 
 from hftri_mimic.demo.ecg import MIMIC_LEADS, synth_ecg, write_mimic_ecg_record
 from hftri_mimic.ecg import (
@@ -30,8 +31,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import wfdb
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-PTB_RECORD = SHARED / "data/wfdb-ptb/s0010_re"
 DEFAULT = EcgSettings()
 ECG_TIME = datetime(2180, 7, 23, 8, 44, 0)
 STUDY = 40689238
@@ -90,7 +89,7 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
 
 def reference_ptb() -> np.ndarray:
     """First 10 s of the 12 standard leads, resampled 1000 -> 250 Hz, band-passed: (12, 2500)."""
-    record = wfdb.rdrecord(str(PTB_RECORD))
+    record = wfdb.rdrecord(str(ptb_record()))
     names = [name.lower() for name in record.sig_name]
     columns = [names.index(lead.lower()) for lead in ST_MEM_LEADS]
     x = record.p_signal[:10_000, columns].T  # (12, 10000) mV
@@ -101,9 +100,7 @@ def reference_ptb() -> np.ndarray:
 
 
 def test_ptb_record_matches_an_independent_scipy_reference():
-    if not PTB_RECORD.with_suffix(".hea").exists():
-        raise FileNotFoundError(f"{PTB_RECORD} is missing: tests need ../shared beside the repository")
-    ecg = process_record(PTB_RECORD, DEFAULT)
+    ecg = process_record(ptb_record(), DEFAULT)
     assert ecg.signal.shape == (12, 2500) and ecg.signal.dtype == np.float32
     assert (ecg.fs_in, ecg.duration_in_s) == (1000.0, 38.4)
     diff = np.abs(ecg.signal - reference_ptb()).max(axis=1)
@@ -114,9 +111,9 @@ def test_ptb_record_matches_an_independent_scipy_reference():
 
 def test_ptb_frank_leads_are_neither_needed_nor_read(tmp_path):
     for suffix in (".hea", ".dat"):  # the .xyz file with vx, vy, vz is left behind
-        shutil.copy(PTB_RECORD.with_suffix(suffix), tmp_path / f"s0010_re{suffix}")
+        shutil.copy(ptb_record().with_suffix(suffix), tmp_path / f"s0010_re{suffix}")
     alone = process_record(tmp_path / "s0010_re", DEFAULT)
-    np.testing.assert_array_equal(alone.signal, process_record(PTB_RECORD, DEFAULT).signal)
+    np.testing.assert_array_equal(alone.signal, process_record(ptb_record(), DEFAULT).signal)
 
 
 def test_lead_order_matches_names_case_insensitively():
@@ -340,7 +337,7 @@ def varied_demo_signals() -> list[tuple[str, np.ndarray, int]]:
 def test_header_based_read_gives_rdrecords_samples(tmp_path, monkeypatch):
     import hftri_mimic.ecg as ecg_module
 
-    records = [PTB_RECORD]
+    records = [ptb_record()]
     for name, x, fs in varied_demo_signals()[:6]:
         records.append(write(tmp_path / name.replace(" ", "_"), x, fs=fs))
     for record in records:
@@ -396,7 +393,7 @@ def test_quality_levels_and_exclusions_are_neurokit2s(tmp_path):
     unassessed = EcgSettings(quality_leads=())
     ii = ST_MEM_LEADS.index("II")
     ours, theirs = [], []
-    signals = [process_record(PTB_RECORD, unassessed).signal[lead] for lead in range(12)]
+    signals = [process_record(ptb_record(), unassessed).signal[lead] for lead in range(12)]
     outcomes = []
     for name, x, fs in varied_demo_signals():
         record = write(tmp_path / name.replace(" ", "_"), x, fs=fs)

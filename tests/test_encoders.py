@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_data import checkpoint_keys
 
 from models.encoders import (
     ECHOPRIME_MEAN_BGR,
@@ -31,7 +32,6 @@ from models.encoders import (
     read_vocab,
 )
 
-KEYS = Path(__file__).resolve().parents[2] / "shared/reference/checkpoint-keys"
 LAB_TEXTS = [
     "Creatinine of the patient is 2.1 mg/dL. Potassium of the patient is 5.2 mEq/L.",
     "Sodium of the patient is 138 mEq/L. Hemoglobin of the patient is 11.2 g/dL.",
@@ -63,7 +63,7 @@ def no_network(monkeypatch):
 
 
 def read_keys(name: str) -> dict[str, tuple[int, ...]]:
-    lines = (KEYS / name).read_text().splitlines()
+    lines = checkpoint_keys(name).read_text().splitlines()
     assert lines[0] == "key\tshape", f"{name}: unexpected header {lines[0]!r}"
     return {key: tuple(int(n) for n in shape.split("x")) for key, shape in (line.split("\t") for line in lines[1:])}
 

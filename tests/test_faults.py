@@ -21,7 +21,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import MIMIC_DEMO_HOSP, REPO, base_config, require_shared, snakemake, write_config
+from conftest import REPO, base_config, snakemake, write_config
+from reference_data import mimic_demo_hosp
 
 from hftri_mimic.cohort import check_attrition, hf_admissions, index_admissions, lab_admissions
 from hftri_mimic.ehr import history_groups, lab_values
@@ -76,7 +77,7 @@ def copy_hosp(dest: Path) -> Path:
     """The 8 hosp tables the workflow reads, copied (writable) from the real MIMIC-IV demo."""
     dest.mkdir(parents=True)
     for table in HOSP_TABLES:
-        shutil.copyfile(require_shared(MIMIC_DEMO_HOSP) / f"{table}.csv.gz", dest / f"{table}.csv.gz")
+        shutil.copyfile(mimic_demo_hosp() / f"{table}.csv.gz", dest / f"{table}.csv.gz")
     return dest
 
 
@@ -262,7 +263,7 @@ def test_file_without_read_permission_is_named():
     try:
         folder.chmod(0o755)
         path = folder / "admissions.csv.gz"
-        shutil.copyfile(require_shared(MIMIC_DEMO_HOSP) / "admissions.csv.gz", path)
+        shutil.copyfile(mimic_demo_hosp() / "admissions.csv.gz", path)
         path.chmod(0o644)
         assert check_as(uid, "admissions", path) == "ok", "control: the checking user reads the file before chmod"
         path.chmod(0o000)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
-from conftest import MIMIC_DEMO_HOSP, require_shared
+from reference_data import mimic_demo_hosp
 
 from hftri_mimic.ingest import TABLES, check_source_table, ingest_table
 
@@ -11,7 +11,7 @@ from hftri_mimic.ingest import TABLES, check_source_table, ingest_table
 def test_needed_columns_hold_the_same_rows_as_all_columns(tmp_path):
     """``columns: needed`` writes the needed columns in the file's order, with the rows and values of ``all``."""
     for name in ("labevents", "admissions", "prescriptions"):
-        src = require_shared(MIMIC_DEMO_HOSP / f"{name}.csv.gz")
+        src = mimic_demo_hosp() / f"{name}.csv.gz"
         header = check_source_table(name, src)
         kept = {c: ingest_table(name, src, tmp_path / f"{name}.{c}.parquet", columns=c) for c in ("needed", "all")}
         assert kept["needed"] == kept["all"] > 0

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from reference_data import checkpoint_keys
 
 from hftri_mimic.view_classifier import (
     VIEWS,
@@ -22,7 +23,6 @@ from hftri_mimic.view_classifier import (
     train_view_classifier,
 )
 
-KEYS_TSV = Path(__file__).resolve().parents[2] / "shared/reference/checkpoint-keys/echoprime-view-classifier.tsv"
 BASE = ViewClassifierConfig(variant="convnext_base", input_size=64)  # 64 px keeps convnext_base fast on the CPU
 MINI = ViewClassifierConfig(variant="convnext_mini", input_size=64)
 
@@ -75,9 +75,10 @@ def test_views_are_echoprimes_order_everywhere() -> None:
 
 
 def test_built_convnext_base_has_exactly_echoprimes_keys_and_shapes() -> None:
-    rows = [line.split("\t") for line in KEYS_TSV.read_text().splitlines()[1:] if line.strip()]
+    keys_tsv = checkpoint_keys("echoprime-view-classifier.tsv")
+    rows = [line.split("\t") for line in keys_tsv.read_text().splitlines()[1:] if line.strip()]
     expected = {key: tuple(int(d) for d in shape.split("x")) for key, shape in rows}
-    assert len(expected) == 344, f"{KEYS_TSV} should list 344 tensors"
+    assert len(expected) == 344, f"{keys_tsv} should list 344 tensors"
     built = {k: tuple(v.shape) for k, v in build_view_classifier(BASE).state_dict().items()}
     assert sorted(set(built) - set(expected)) == [], "keys the EchoPrime checkpoint does not have"
     assert sorted(set(expected) - set(built)) == [], "EchoPrime keys the built model lacks"

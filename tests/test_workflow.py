@@ -10,7 +10,8 @@ from itertools import pairwise
 import polars as pl
 import pytest
 import yaml
-from conftest import MIMIC_DEMO_HOSP, REPO, planned_rules, require_shared, snakemake, write_config
+from conftest import REPO, planned_rules, snakemake, write_config
+from reference_data import mimic_demo_hosp
 
 from hftri_mimic.cohort import COHORT_COLUMNS
 
@@ -156,7 +157,7 @@ def test_misspelt_config_key_is_rejected(tmp_path):
 
 def test_mimic_source_missing_table_is_named_before_any_job(tmp_path):
     hosp = tmp_path / "hosp"
-    shutil.copytree(require_shared(MIMIC_DEMO_HOSP), hosp)
+    shutil.copytree(mimic_demo_hosp(), hosp)
     (hosp / "omr.csv.gz").unlink()
     write_config(
         tmp_path,
@@ -209,7 +210,7 @@ def independent_prevalent_hf(hosp, lab_itemids, codes) -> pl.DataFrame:
 
 
 def test_real_mimic_demo_hosp_only_prevalent_hf_matches_independent_computation(mimic_run):
-    hosp = require_shared(MIMIC_DEMO_HOSP)
+    hosp = mimic_demo_hosp()
     tmp_path = mimic_run
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     expected = independent_prevalent_hf(
