@@ -293,7 +293,8 @@ def trained_tasks():
 
 
 def eval_outputs():
-    return [OUT / f"eval/{task}.parquet" for task in trained_tasks()] + [OUT / "eval/RESULTS.md"]
+    tables = [OUT / f"eval/{task}.parquet" for task in trained_tasks()]
+    return tables + [OUT / "eval/RESULTS.md", OUT / "eval/environment.json"]
 
 
 def results_inputs(wildcards):

@@ -90,8 +90,10 @@ rule evaluate_retrieval:
 rule results_tables:
     input:
         unpack(results_inputs),
+        lock=REPO / "envs/requirements.lock",
     output:
         markdown=OUT / "eval/RESULTS.md",
+        environment=OUT / "eval/environment.json",
         html=report(
             OUT / "eval/RESULTS.html",
             caption="../report/results_tables.rst",

@@ -10,6 +10,7 @@ rule ptbxl:
     input:
         PTB / "eval/TABLE4.md",
         PTB / "eval/diagnosis.parquet",
+        PTB / "eval/environment.json",
         PTB / "hftri/attrition.parquet",
 
 
@@ -263,8 +264,10 @@ rule ptbxl_evaluate:
     input:
         predictions=expand(PTB / "eval/predictions/diagnosis/{subset}.parquet", subset=PTBXL["subsets"]),
         manifest=PTB / "hftri/manifest.parquet",
+        lock=REPO / "envs/requirements.lock",
     output:
         results=PTB / "eval/diagnosis.parquet",
+        environment=PTB / "eval/environment.json",
         roc=report(
             PTB / "eval/figures/roc.png",
             caption="../report/ptbxl_roc.rst",

@@ -1,0 +1,69 @@
+"""Which software a run's numbers came from: the lock (``envs/requirements.lock``) against what is installed.
+
+The evaluation writes this record beside its tables (``eval/environment.json``), so a result can always be traced
+to the lock it was made with, and a run made outside the lock says so instead of passing for a reproducible one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+_PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^\s\\;]+)")
+
+# The packages whose versions move the numbers most; listed by name in the record for a reader.
+KEY_PACKAGES = (
+    "torch",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "scikit-survival",
+    "transformers",
+    "tokenizers",
+    "polars",
+    "duckdb",
+    "neurokit2",
+    "snakemake",
+)
+
+
+def locked_versions(lock: Path) -> dict[str, str]:
+    """{canonical package name: version} of every ``name==version`` line of a pip-compile lock file."""
+    return {canonicalize_name(m[1]): m[2] for line in lock.read_text().splitlines() if (m := _PIN.match(line))}
+
+
+def installed_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_record(lock: Path) -> dict[str, Any]:
+    """The lock's SHA-256, whether every locked package is installed at its locked version (and which are not),
+    the Python version and the key packages' versions."""
+    record: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "packages": {name: installed_version(name) for name in KEY_PACKAGES},
+    }
+    if not lock.is_file():
+        return {**record, "lock": None, "lock_sha256": None, "matches_lock": False, "differences": {}}
+    differences = {
+        name: {"installed": installed_version(name), "locked": version}
+        for name, version in locked_versions(lock).items()
+        if installed_version(name) != version
+    }
+    return {
+        **record,
+        "lock": lock.name,
+        "lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest(),
+        "matches_lock": not differences,
+        "differences": differences,
+    }
