@@ -1,6 +1,6 @@
 """The locked environment (envs/requirements.lock, made by envs/lock.sh with pip-tools): it pins every dependency
-that pyproject.toml declares, with hashes; the conda environments agree with it; and the environment the tests run
-in was installed from it (README command 1, .ci/run), so results do not depend on the day of the install."""
+that pyproject.toml declares, with hashes; the conda environments pin what they name to it; and the environment the
+tests run in was installed from it (README command 1, .ci/run), so results do not depend on the day of the install."""
 
 from __future__ import annotations
 
@@ -52,26 +52,19 @@ def test_every_locked_package_has_a_hash_and_nothing_is_unpinned():
     assert other == [], f"lines that are neither a pin nor a hash: {other[:3]}"
 
 
-def test_the_conda_constraints_are_the_lock_without_hashes():
-    lines = (REPO / "envs/constraints.txt").read_text().splitlines()
-    pins = {canonicalize_name(m[1]): m[2] for line in lines if (m := PIN.match(line))}
-    assert pins == locked(), "envs/constraints.txt is stale: run envs/lock.sh"
-
-
-def test_conda_environments_install_locked_packages_only():
+def test_conda_environments_pin_what_they_name_to_the_lock():
     pins = locked()
     for env_file in sorted((REPO / "envs").glob("*.yaml")):
         dependencies = yaml.safe_load(env_file.read_text())["dependencies"]
         conda = [d for d in dependencies if isinstance(d, str)]
         pip = next(d["pip"] for d in dependencies if isinstance(d, dict))
         assert conda == ["python =3.11", "pip"], f"{env_file.name}: conda packages escape the lock: {conda}"
-        assert "-c constraints.txt" in pip, f"{env_file.name} does not install under the lock's constraints"
-        for entry in pip:
-            if entry.startswith(("-c ", "-e ")):
-                continue
-            requirement = Requirement(entry)
-            assert not requirement.specifier, f"{env_file.name}: {entry} (versions come from the constraints)"
-            assert canonicalize_name(requirement.name) in pins, f"{env_file.name}: {entry} is not in the lock"
+        named = [Requirement(entry) for entry in pip if not entry.startswith("-e ")]
+        assert named, env_file.name
+        for requirement in named:
+            name = canonicalize_name(requirement.name)
+            assert name in pins, f"{env_file.name}: {requirement} is not in the lock"
+            assert str(requirement.specifier) == f"=={pins[name]}", f"{env_file.name}: {requirement}: run envs/lock.sh"
 
 
 def test_this_environment_was_installed_from_the_lock():
