@@ -109,6 +109,7 @@ def test_pairing_refuses_different_patients():
 # --- the workflow ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compare_target_writes_every_table_with_tgmm_rows_equal_to_the_evaluation(compared):
     out = compared / "results"
     results = pl.read_parquet(out / "eval/compare.parquet")
@@ -134,6 +135,7 @@ def test_compare_target_writes_every_table_with_tgmm_rows_equal_to_the_evaluatio
         assert (out / f"eval/figures/compare_{table}.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_prognosis_comparison_recomputed_from_the_saved_predictions(compared):
     out = compared / "results"
     row = pl.read_parquet(out / "eval/compare.parquet").filter(
@@ -157,6 +159,7 @@ def test_prognosis_comparison_recomputed_from_the_saved_predictions(compared):
     assert row["p_value"].item() == pytest.approx(wilcoxon(diff).pvalue if diff.any() else 1.0)
 
 
+@pytest.mark.slow
 def test_editing_one_variant_reruns_only_its_jobs_and_the_tables(compared, tmp_path):
     workdir = tmp_path / "edit"
     shutil.copytree(compared, workdir, symlinks=True)
@@ -223,6 +226,7 @@ def report(compared) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_report_holds_every_section_with_a_caption(report, compared):
     results = report_results(report)
     names = {Path(name).name for name in results}
@@ -244,6 +248,7 @@ def test_report_holds_every_section_with_a_caption(report, compared):
     assert "HFTri-MIMIC and TGMM" in description
 
 
+@pytest.mark.slow
 def test_report_opens_in_headless_chromium_without_errors(report, tmp_path):
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is needed (.ci/run installs it)"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 import zarr
 from conftest import SMALL_DEMO, snakemake, write_config
 
@@ -91,6 +92,7 @@ FAULTS = [
 ]
 
 
+@pytest.mark.slow
 def test_each_ecg_defect_is_excluded_with_its_reason_and_counts_reconcile(tmp_path):
     write_config(tmp_path, demo=SMALL_DEMO, ecg={"shard_size": 8})
     snakemake(tmp_path, "--cores", "2", "results/cohort/cohort.parquet")

@@ -9,6 +9,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 import pydicom
+import pytest
 import zarr
 from conftest import SMALL_DEMO, snakemake, write_config
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -33,6 +34,7 @@ def write_structured_report(path) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
+@pytest.mark.slow
 def test_echo_faults_are_named_and_every_dicom_is_accounted_for(tmp_path):
     write_config(tmp_path, demo=SMALL_DEMO, echo={"shard_size": 6})
     snakemake(tmp_path, "--cores", "2", "results/cohort/cohort.parquet")

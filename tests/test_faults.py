@@ -1,6 +1,7 @@
 """Fault injection on the MIMIC-IV hosp source (SPEC §6, issue #11).
 
-Each case copies the real MIMIC-IV demo hosp tables (../shared), corrupts one thing and checks the outcome:
+Each case copies the real MIMIC-IV demo hosp tables (tests/reference_data.py), corrupts one thing and checks the
+outcome:
 either an error before any job (at the latest when the table's ingest job reads it) that names the file and
 the problem, or a named exclusion whose counts reconcile (rows in = rows kept + rows excluded). The fault
 table is docs/FAULTS.md; the last test keeps it in step with the tests that assert it.
@@ -625,7 +626,7 @@ def test_fault_table_names_only_collected_tests_and_every_fault_test():
     ids = re.findall(r"`(tests/test_\w+\.py::[^`\s]+)`", table)
     files = sorted({test_id.split("::")[0] for test_id in ids} | {"tests/test_faults.py"})
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", "", *files],
         cwd=REPO,
         capture_output=True,
         text=True,
