@@ -41,7 +41,9 @@ def _with_ci(row: dict | None) -> str:
 
 
 def _with_sd(row: dict | None) -> str:
-    return "–" if row is None else f"{row['value']:.3f} ± {row['sd']:.3f}"
+    if row is None:
+        return "–"
+    return f"{row['value']:.3f}" if row["sd"] is None else f"{row['value']:.3f} ± {row['sd']:.3f}"
 
 
 def _provenance(eval_dir: Path, *, allow_unlocked: bool) -> str:
@@ -59,7 +61,8 @@ def _provenance(eval_dir: Path, *, allow_unlocked: bool) -> str:
         if environment["matches_lock"]
         else "**an environment that differs from the lock**"
     )
-    return f"made with {lock}: Python {environment['python']}, {packages}"
+    python = ".".join(environment["python"].split(".")[:2])  # the patch release moves no number
+    return f"made with {lock}: Python {python}, {packages}"
 
 
 def results_block(results: Path, *, allow_unlocked: bool = False) -> str:
@@ -117,7 +120,7 @@ BLOCKS = {
 
 def replace_block(text: str, name: str, block: str) -> str:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    if text.count(begin) != 1 or text.count(end) != 1:
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
         raise SystemExit(f"the README must hold exactly one {begin} … {end} pair")
     head, rest = text.split(begin)
     _, tail = rest.split(end)

@@ -41,6 +41,10 @@ CACHE_ENV = "HFTRI_REFERENCE_CACHE"
 REQUIRE_ENV = "HFTRI_REQUIRE_REFERENCE_DATA"
 
 
+class ReferenceDataMissing(RuntimeError):
+    """A pinned file is in no mirror and could not be fetched."""
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Pinned files of one public project: ``files`` maps a path under ``base_url`` to its SHA-256."""
@@ -111,10 +115,6 @@ CHECKPOINT_KEYS = Dataset(
 )
 
 
-class ReferenceDataMissing(RuntimeError):
-    """A pinned file is in no mirror and could not be fetched."""
-
-
 def sha256(path: Path) -> str:
     stat = path.stat()
     return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
@@ -126,14 +126,21 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+# Worked out once: some tests point HOME elsewhere, which must not move the cache.
+DEFAULT_CACHE = Path(pooch.os_cache("hftri-mimic")).resolve()
+DOWNLOAD_TIMEOUT_S = 30
+# A file that could not be fetched is not tried again in the same session (offline, ~40 call sites).
+_unavailable: dict[tuple[str, str], ReferenceDataMissing] = {}
+
+
 def mirror_roots() -> list[Path]:
     """Mirrors laid out like ../shared, the environment variable's first."""
-    roots = [Path(os.environ[MIRROR_ENV]).expanduser()] if os.environ.get(MIRROR_ENV) else []
+    roots = [Path(os.environ[MIRROR_ENV]).expanduser().resolve()] if os.environ.get(MIRROR_ENV) else []
     return [*roots, REPO.parent / "shared"]
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or pooch.os_cache("hftri-mimic")).expanduser()
+    return Path(os.environ[CACHE_ENV]).expanduser().resolve() if os.environ.get(CACHE_ENV) else DEFAULT_CACHE
 
 
 def _in_mirror(dataset: Dataset, rel: str) -> Path | None:
@@ -151,6 +158,9 @@ def _fetch(dataset: Dataset, rel: str) -> Path:
     )
     if dataset.base_url is None:
         raise ReferenceDataMissing(f"{dataset.name}: {rel} is in no mirror ({how_to_get})")
+    key = (dataset.base_url, rel)
+    if key in _unavailable:
+        raise _unavailable[key]
     fetcher = pooch.create(
         path=cache_root() / dataset.mirror_dir,
         base_url=dataset.base_url,
@@ -158,11 +168,13 @@ def _fetch(dataset: Dataset, rel: str) -> Path:
         retry_if_failed=1,
     )
     try:
-        return Path(fetcher.fetch(rel, progressbar=False))
+        return Path(fetcher.fetch(rel, downloader=pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S)))
     except (requests.exceptions.RequestException, OSError) as error:
-        raise ReferenceDataMissing(
+        missing = ReferenceDataMissing(
             f"{dataset.name}: {rel} is in no mirror and the download failed ({type(error).__name__}); {how_to_get}"
-        ) from error
+        )
+        _unavailable[key] = missing
+        raise missing from error
 
 
 def _locate(dataset: Dataset, rel: str) -> Path:
@@ -183,17 +195,22 @@ def reference_file(dataset: Dataset, rel: str) -> Path:
 
 def reference_dir(dataset: Dataset, prefix: str = "") -> Path:
     """A folder holding every pinned file of ``dataset`` under ``prefix`` (e.g. the demo's ``hosp/``), verified."""
-    paths = [reference_file(dataset, rel) for rel in sorted(dataset.files) if rel.startswith(prefix)]
-    folders = {path.parent for path in paths}
-    if len(folders) == 1:
-        return folders.pop()
+    rels = sorted(rel for rel in dataset.files if rel.startswith(prefix))
+    paths = [reference_file(dataset, rel) for rel in rels]
+    # the folder each file's path says it lies in, e.g. .../mimic-iv-demo-2.2/hosp for hosp/admissions.csv.gz
+    roots = {path.parents[len(Path(rel).relative_to(prefix).parts) - 1] for rel, path in zip(rels, paths, strict=True)}
+    if len(roots) == 1:
+        return roots.pop()
     # Some files from a mirror, others from the cache: gather them in the cache, one folder as the workflow reads.
     gathered = cache_root() / "gathered" / dataset.mirror_dir / prefix
     gathered.mkdir(parents=True, exist_ok=True)
-    for rel, path in zip(sorted(r for r in dataset.files if r.startswith(prefix)), paths, strict=True):
+    for rel, path in zip(rels, paths, strict=True):
         target = gathered / Path(rel).relative_to(prefix)
         if not target.exists() or sha256(target) != dataset.files[rel]:
-            target.write_bytes(path.read_bytes())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            partial.write_bytes(path.read_bytes())
+            partial.replace(target)  # atomic: a concurrent or interrupted copy never leaves half a file
     return gathered
 
 
