@@ -3,7 +3,8 @@
 With the user's EchoPrime checkpoint the classifier is torchvision ``convnext_base`` whose last classifier layer is
 replaced by ``Linear(1024, 11)``; ``view_classifier.pt`` is its plain state dict, the older Lightning
 ``view_classifier.ckpt`` holds the same keys under ``state_dict``, each prefixed ``model.``
-(``../shared/reference/checkpoint-keys/README.md``).  For the demo a small ConvNeXt of the same family
+(the key list the tests check: ``echoprime-view-classifier.tsv``, docs/REFERENCE_DATA.md).
+For the demo a small ConvNeXt of the same family
 (``convnext_mini``) is trained on the demo DICOMs and their ground-truth views.
 
 EchoPrime's input, as read in the public EchoPrime code (github.com/echonet/EchoPrime: ``echo_prime/model.py``,

@@ -3,7 +3,8 @@
 ST-MEM (Na et al., ICLR 2024) is a ViT over single-lead patches.  Facts about the released model, read in the
 public ST-MEM code (github.com/bakqui/ST-MEM: ``models/encoder/st_mem_vit.py``, ``models/encoder/vit.py``,
 ``util/transforms.py``, ``configs/downstream/st_mem.yaml``, ``main_downstream.py``, ``engine_downstream.py``)
-and in ``../shared/reference/checkpoint-keys/st-mem-vit-base.tsv``; the module below is written for this project:
+and in the key list the tests check (``st-mem-vit-base.tsv``, docs/REFERENCE_DATA.md); the module below is
+written for this project:
 
 - ViT-B/75: width 768, depth 12, 12 heads of 64 channels (``dim_head`` 64, qkv bias), MLP 3072 with GELU,
   pre-norm blocks (``blockN.attn.norm``/``blockN.attn.fn``, ``blockN.ff.norm``/``blockN.ff.fn``), input 12 x 2250

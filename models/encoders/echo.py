@@ -2,7 +2,7 @@
 
 Facts about EchoPrime's video encoder, read in the public EchoPrime code (github.com/echonet/EchoPrime,
 ``echo_prime/model.py``: ``EchoPrime.__init__``, ``process_dicoms``, ``embed_videos``) and in
-``../shared/reference/checkpoint-keys/echoprime-encoder.tsv``:
+the key list the tests check (``echoprime-encoder.tsv``, docs/REFERENCE_DATA.md):
 
 - the network is torchvision ``mvit_v2_s`` whose last head layer is replaced by ``Linear(768, 512)``;
   ``echo_prime_encoder.pt`` is its plain state dict (397 tensors, loaded strictly);
