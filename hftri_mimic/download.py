@@ -17,7 +17,10 @@ layout:
 
 Credentials come from ``PHYSIONET_USERNAME`` + ``PHYSIONET_PASSWORD`` or else ``~/.netrc`` (``$NETRC``
 when set) and are sent only as an HTTP basic-auth header: they are never logged, printed, put in a
-URL, an error message, the manifest or any file.
+URL, an error message, the manifest or any file. They go only to the configured project URL's origin (scheme,
+host, port): a redirect anywhere else is refused before it is followed. A ``.netrc`` readable by other users, or
+owned by another user, is refused. Prefer ``.netrc``: environment variables reach every job Snakemake starts
+(and, on a cluster, every batch job), a file with mode 600 only this process.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -50,6 +53,7 @@ ENV_PASSWORD = "PHYSIONET_PASSWORD"
 CREDENTIAL_HINT = f"check ~/.netrc or {ENV_USER} / {ENV_PASSWORD}"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+MAX_REDIRECTS = 5
 USER_AGENT = "hftri-mimic-download/0.1 (python-requests)"
 
 
@@ -142,7 +146,20 @@ def project_url(url: str) -> str:
         )
     if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
         raise CredentialsError(f"refusing to send credentials over plain http to {parts.hostname}; use https")
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
+        raise DownloadError("a PhysioNet project URL must not contain '.' or '..' path segments")
     return url if url.endswith("/") else url + "/"
+
+
+def same_origin(url: str, other: str) -> bool:
+    """Same scheme, host and port: the only place a redirect may lead while credentials are attached."""
+    a, b = urlsplit(url), urlsplit(other)
+    default = {"http": 80, "https": 443}
+    return (
+        a.scheme == b.scheme
+        and (a.hostname or "").lower() == (b.hostname or "").lower()
+        and (a.port or default.get(a.scheme)) == (b.port or default.get(b.scheme))
+    )
 
 
 def mirror_dir(dest_root: Path | str, url: str) -> Path:
@@ -177,7 +194,7 @@ def physionet_credentials(url: str, environ: Mapping[str, str] | None = None) ->
     host = urlsplit(url).hostname or ""
     user, password = env.get(ENV_USER), env.get(ENV_PASSWORD)
     if user and password:
-        return Credentials(user, password, "environment")
+        return _checked(Credentials(user, password, "environment"))
     if user or password:
         missing = ENV_PASSWORD if user else ENV_USER
         raise CredentialsError(
@@ -190,6 +207,13 @@ def physionet_credentials(url: str, environ: Mapping[str, str] | None = None) ->
     )
     if not path.is_file():
         raise CredentialsError(missing_message)
+    mode = path.stat()
+    if mode.st_uid != os.getuid():
+        raise CredentialsError(f"{path} belongs to another user; use your own (chmod 600) or {ENV_USER}")
+    if mode.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CredentialsError(
+            f"{path} is readable by other users (mode {stat.S_IMODE(mode.st_mode):04o}); run: chmod 600 {path}"
+        )
     try:
         entry = netrc.netrc(str(path)).authenticators(host)
     except netrc.NetrcParseError as err:  # its message may quote a token of the file: never show it
@@ -198,9 +222,23 @@ def physionet_credentials(url: str, environ: Mapping[str, str] | None = None) ->
         raise CredentialsError(f"{path} could not be read ({err.strerror})") from None
     if not entry or not entry[0] or not entry[2]:
         raise CredentialsError(missing_message)
-    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("%s is readable by other users; run: chmod 600 %s", path, path)
-    return Credentials(entry[0], entry[2], "netrc")
+    return _checked(Credentials(entry[0], entry[2], "netrc"))
+
+
+def _checked(credentials: Credentials) -> Credentials:
+    """HTTP basic auth carries Latin-1 only, and a ':' ends the user name: refused before any request, with an
+    error that quotes no character of either (requests would fail mid-run, printing the offending character)."""
+    for what, value in (("user name", credentials.username), ("password", credentials.password)):
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise CredentialsError(
+                f"the PhysioNet {what} from the {credentials.source} holds a character outside Latin-1, which HTTP "
+                "basic authentication cannot send"
+            ) from None
+    if ":" in credentials.username:
+        raise CredentialsError(f"the PhysioNet user name from the {credentials.source} contains ':'")
+    return credentials
 
 
 def parse_sha256sums(lines: Iterable[str]) -> dict[str, str]:
@@ -364,6 +402,26 @@ class _Mirror:
         for session in self._sessions:
             session.close()
 
+    def get(self, rel: str, **kwargs) -> requests.Response:
+        """GET ``rel`` with the credentials, following redirects only within the configured origin (scheme, host,
+        port). requests would follow any redirect and, for a new host, re-add credentials from ~/.netrc (which may
+        hold a ``default`` entry) and send them over plain http after a downgrade: refused here instead."""
+        url = self.base + quote(rel)
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = self.session().get(url, allow_redirects=False, **kwargs)
+            if not resp.is_redirect:
+                return resp
+            target = urljoin(url, resp.headers.get("Location", ""))
+            resp.close()
+            if not same_origin(self.base, target):
+                moved = urlsplit(target)
+                raise DownloadError(
+                    f"{rel}: {self.host} redirected to {moved.scheme}://{moved.hostname}, another scheme or host; "
+                    "refused, credentials are sent only to the configured project URL"
+                )
+            url = target
+        raise DownloadError(f"{rel}: more than {MAX_REDIRECTS} redirects from {self.host}")
+
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
@@ -409,9 +467,7 @@ class _Mirror:
         offset = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            with self.session().get(
-                self.base + quote(rel), headers=headers, stream=True, timeout=self.timeout, allow_redirects=True
-            ) as resp:
+            with self.get(rel, headers=headers, stream=True, timeout=self.timeout) as resp:
                 self._check_status(resp, rel)
                 if resp.status_code == 416 and offset:
                     return True  # the .part already holds the whole file: the checksum decides
@@ -475,11 +531,12 @@ class _Mirror:
         part.unlink(missing_ok=True)
         try:
             self.with_retries(SUMS_NAME, lambda: self.transfer(SUMS_NAME, part))
+            with open(part, encoding="utf-8") as stream:
+                sums = parse_sha256sums(stream)  # a list that does not parse leaves the previous one in place
             os.replace(part, path)
         finally:
             part.unlink(missing_ok=True)
-        with open(path, encoding="utf-8") as stream:
-            return parse_sha256sums(stream)
+        return sums
 
 
 def download_project(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import shutil
 import socket
@@ -27,6 +28,7 @@ from hftri_mimic.download import (
     mirror_dir,
     parse_sha256sums,
     physionet_credentials,
+    same_origin,
     select_files,
 )
 
@@ -60,6 +62,8 @@ class TreeServer(ThreadingHTTPServer):
         self.drop_once: dict[str, int] = {}  # rel -> body bytes sent before the connection drops (first GET)
         self.always_drop: set[str] = set()
         self.ignore_range = False
+        self.redirects: dict[str, str] = {}  # rel -> Location sent instead of the file
+        self.authorized: list[tuple[str, bool]] = []  # (rel, whether an Authorization header came)
 
     @property
     def url(self) -> str:
@@ -89,6 +93,9 @@ class TreeHandler(BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         with srv.lock:
             srv.seen.append((rel, rng))
+            srv.authorized.append((rel, "Authorization" in self.headers))
+        if rel in srv.redirects:
+            return self._empty(302, {"Location": srv.redirects[rel]})
         if self.headers.get("Authorization") != srv.auth:
             return self._empty(401, {"WWW-Authenticate": 'Basic realm="PhysioNet"'})
         path = srv.root / rel
@@ -423,3 +430,105 @@ def test_credentials_in_a_configured_url_fail_before_any_job_without_echoing_the
     message = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "download.projects.mimiciv.url" in message, message[-2000:]
     assert "hunter2" not in message
+
+
+# --- redirects: credentials go only to the configured origin --------------------------------------------------
+
+
+@pytest.fixture
+def other_server(tmp_path):
+    """A second server on another port of 127.0.0.1 (another origin) serving the same tree."""
+    root = tmp_path / "other"
+    write_tree(root)
+    srv = TreeServer(root)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize("rel", ["README.txt", "SHA256SUMS.txt"])
+def test_a_redirect_to_another_origin_is_refused_and_gets_no_credentials(server, other_server, tmp_path, rel):
+    """requests alone would follow it and, for a new host, re-add credentials from ~/.netrc (a `default` entry
+    matches any host): the redirect is refused before any request reaches the other origin."""
+    netrc_file = tmp_path / "home" / ".netrc"
+    netrc_file.write_text(f"default login {USER} password {PASSWORD}\n")
+    netrc_file.chmod(0o600)
+    server.redirects[rel] = other_server.url + rel
+    with pytest.raises(DownloadError, match="another scheme or host; refused") as info:
+        fetch(server, tmp_path / "mirror")
+    assert PASSWORD not in str(info.value) and "http://127.0.0.1" in str(info.value)
+    assert other_server.authorized == [], "nothing may be sent to the other origin"
+
+
+def test_a_redirect_within_the_configured_origin_is_followed_with_credentials(server, tmp_path, env_credentials):
+    (server.root / "moved").mkdir()
+    shutil.copyfile(server.root / "README.txt", server.root / "moved/README.txt")
+    server.redirects["README.txt"] = PREFIX + "moved/README.txt"  # a relative Location, same origin
+    fetch(server, tmp_path / "mirror")
+    assert (tmp_path / "mirror/README.txt").read_bytes() == (server.root / "README.txt").read_bytes()
+    assert ("moved/README.txt", True) in server.authorized
+
+
+def test_endless_redirects_are_an_error(server, tmp_path, env_credentials):
+    server.redirects["README.txt"] = PREFIX + "README.txt"
+    with pytest.raises(DownloadError, match="more than 5 redirects"):
+        fetch(server, tmp_path / "mirror")
+
+
+def test_same_origin_compares_scheme_host_and_port():
+    assert same_origin("https://physionet.org/files/x/1/", "https://PhysioNet.org:443/files/y")
+    assert not same_origin("https://physionet.org/files/x/1/", "http://physionet.org/files/x/1/a")  # downgrade
+    assert not same_origin("https://physionet.org/", "https://physionet.org.evil.example/")
+    assert not same_origin("http://127.0.0.1:8000/", "http://127.0.0.1:8001/")
+
+
+# --- credentials and paths that must be refused before any request ---------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_netrc_readable_by_others_is_refused(server, isolated_credentials, mode):
+    netrc_file = isolated_credentials / ".netrc"
+    netrc_file.write_text(f"machine 127.0.0.1 login {USER} password {PASSWORD}\n")
+    netrc_file.chmod(mode)
+    with pytest.raises(CredentialsError, match="readable by other users") as info:
+        physionet_credentials(server.url)
+    assert PASSWORD not in str(info.value) and "chmod 600" in str(info.value)
+
+
+def test_a_netrc_owned_by_another_user_is_refused(server, isolated_credentials):
+    netrc_file = isolated_credentials / ".netrc"
+    netrc_file.write_text(f"machine 127.0.0.1 login {USER} password {PASSWORD}\n")
+    netrc_file.chmod(0o600)
+    os.chown(netrc_file, 65534, 65534)  # nobody (the tests run as root on CI)
+    with pytest.raises(CredentialsError, match="belongs to another user"):
+        physionet_credentials(server.url)
+
+
+@pytest.mark.parametrize("password", ["pass\u20acword", "p\u0101ss"])
+def test_a_password_outside_latin_1_is_refused_quoting_nothing(server, monkeypatch, password):
+    monkeypatch.setenv("PHYSIONET_USERNAME", USER)
+    monkeypatch.setenv("PHYSIONET_PASSWORD", password)
+    with pytest.raises(CredentialsError, match="outside Latin-1") as info:
+        physionet_credentials(server.url)
+    assert not any(c in str(info.value) for c in password if ord(c) > 255), "the message quotes a character"
+    monkeypatch.setenv("PHYSIONET_PASSWORD", "pässwörd")  # Latin-1 letters are fine
+    assert physionet_credentials(server.url).password == "pässwörd"
+
+
+@pytest.mark.parametrize("path", ["/files/../../etc/", "/files/x/%2e%2e/y/", "/files/./x/"])
+def test_dot_segments_in_a_project_url_are_refused(path):
+    with pytest.raises(DownloadError, match=r"'\.' or '\.\.' path segments"):
+        download_project(f"https://physionet.org{path}", Path("/nonexistent"), retries=1)
+
+
+def test_a_checksum_list_that_does_not_parse_leaves_the_previous_one(server, tmp_path, env_credentials):
+    dest = tmp_path / "mirror"
+    fetch(server, dest)
+    good = (dest / "SHA256SUMS.txt").read_bytes()
+    (server.root / "SHA256SUMS.txt").write_text("not a checksum line\n")
+    with pytest.raises(DownloadError, match="line 1"):
+        fetch(server, dest)
+    assert (dest / "SHA256SUMS.txt").read_bytes() == good
+    assert not list(dest.glob("SHA256SUMS.txt.*.part"))
