@@ -7,6 +7,7 @@ to the lock it was made with, and a run made outside the lock says so instead of
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import re
 from importlib import metadata
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name
+
+from hftri_mimic.storage import write_text_atomic
 
 _PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^\s\\;]+)")
 
@@ -67,3 +70,10 @@ def environment_record(lock: Path) -> dict[str, Any]:
         "matches_lock": not differences,
         "differences": differences,
     }
+
+
+def write_environment_record(lock: Path, path: Path | str) -> dict[str, Any]:
+    """Write :func:`environment_record` as JSON (atomically) beside a run's evaluation tables and return it."""
+    record = environment_record(lock)
+    write_text_atomic(json.dumps(record, indent=2, sort_keys=True) + "\n", path)
+    return record

@@ -65,6 +65,11 @@ def _provenance(eval_dir: Path, *, allow_unlocked: bool) -> str:
     return f"made with {lock}: Python {python}, {packages}"
 
 
+def _written_by(table: str, eval_dir: Path, *, allow_unlocked: bool) -> str:
+    provenance = _provenance(eval_dir, allow_unlocked=allow_unlocked)
+    return f"Written by `python -m models.readme_results` from the run's `{table}`, {provenance}."
+
+
 def results_block(results: Path, *, allow_unlocked: bool = False) -> str:
     """Tables 2-3 in short: diagnosis and prognosis per modality subset, retrieval LRAP per direction."""
     eval_dir = results / "eval"
@@ -88,8 +93,8 @@ def results_block(results: Path, *, allow_unlocked: bool = False) -> str:
     n_test = diagnosis.filter(metric="auc")["n"].max()
     lines += [
         "",
-        f"Diagnosis on the {n_test} test patients. Written by `python -m models.readme_results` from the run's "
-        f"`eval/*.parquet`, {_provenance(eval_dir, allow_unlocked=allow_unlocked)}.",
+        f"Diagnosis on the {n_test} test patients. "
+        + _written_by("eval/*.parquet", eval_dir, allow_unlocked=allow_unlocked),
     ]
     return "\n".join(lines)
 
@@ -105,8 +110,8 @@ def ptbxl_block(results: Path, *, allow_unlocked: bool = False) -> str:
     n_test = diagnosis.filter(metric="auc")["n"].max()
     lines += [
         "",
-        f"On the {n_test} test records. Written by `python -m models.readme_results` from the run's "
-        f"`ptbxl/eval/diagnosis.parquet`, {_provenance(eval_dir, allow_unlocked=allow_unlocked)}.",
+        f"On the {n_test} test records. "
+        + _written_by("ptbxl/eval/diagnosis.parquet", eval_dir, allow_unlocked=allow_unlocked),
     ]
     return "\n".join(lines)
 

@@ -13,15 +13,15 @@ from conftest import REPO
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from hftri_mimic.environment import locked_versions
+
 LOCK = REPO / "envs/requirements.lock"
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^\s\\;]+)")
 
 
 def locked() -> dict[str, str]:
     """{canonical name: version} of every pinned line of the lock."""
-    return {
-        canonicalize_name(match[1]): match[2] for line in LOCK.read_text().splitlines() if (match := PIN.match(line))
-    }
+    return locked_versions(LOCK)
 
 
 def declared() -> list[Requirement]:

@@ -1,12 +1,11 @@
 """Table 4 (MI vs normal on PTB-XL): accuracy and AUC with bootstrap CIs per modality subset, ROC figure;
 environment.json: the lock the numbers came from."""
 
-import json
 from pathlib import Path
 
 import polars as pl
 
-from hftri_mimic.environment import environment_record
+from hftri_mimic.environment import write_environment_record
 from hftri_mimic.logs import to_file
 from hftri_mimic.ptbxl import table4_markdown
 from hftri_mimic.report import markdown_page
@@ -31,6 +30,5 @@ with to_file(snakemake.log[0]) as log:
     )
     write_text_atomic(table + "\n![ROC curves](figures/roc.png)\n", snakemake.output.table)
     write_text_atomic(markdown_page(table, "Table 4: PTB-XL"), snakemake.output.html)  # for the report
-    environment = environment_record(Path(snakemake.input.lock))
-    write_text_atomic(json.dumps(environment, indent=2, sort_keys=True) + "\n", snakemake.output.environment)
+    write_environment_record(Path(snakemake.input.lock), snakemake.output.environment)
     log.info("PTB-XL Table 4: %d subsets evaluated", len(curves))

@@ -1,12 +1,11 @@
 """RESULTS.md (with the figures) and RESULTS.html (for the report): the paper's Tables 2 and 3 for this cohort;
 environment.json: the lock the numbers came from and whether the installed packages match it."""
 
-import json
 from pathlib import Path
 
 import polars as pl
 
-from hftri_mimic.environment import environment_record
+from hftri_mimic.environment import write_environment_record
 from hftri_mimic.logs import to_file
 from hftri_mimic.report import markdown_page
 from hftri_mimic.storage import write_text_atomic
@@ -31,8 +30,7 @@ with to_file(snakemake.log[0]) as log:
     write_text_atomic(results_markdown(**tables, figures=figures), out)
     # the report shows the figures as results of their own
     write_text_atomic(markdown_page(results_markdown(**tables), "TGMM results"), snakemake.output.html)
-    environment = environment_record(Path(snakemake.input.lock))
-    write_text_atomic(json.dumps(environment, indent=2, sort_keys=True) + "\n", snakemake.output.environment)
+    environment = write_environment_record(Path(snakemake.input.lock), snakemake.output.environment)
     if not environment["matches_lock"]:
         log.warning("installed packages differ from the lock: %s", sorted(environment["differences"]))
     log.info("results tables written for %s", ", ".join(frames))
