@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from hftri_mimic.db import concept_sql, connect, copy_to_parquet, register_parquet, run_concept
+from hftri_mimic.db import concept_sql, connect, copy_to_parquet, register_parquet, run_concept, sql_literal
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def prevalent_hf(
     con = connect()
     register_parquet(con, index_admissions=index_admissions, admissions=admissions, hf_admissions=hf_admissions)
     n = copy_to_parquet(con, concept_sql("prevalent_hf"), out, {"lookback_days": lookback_days})
-    n_hf = con.execute(f"SELECT count(*) FROM read_parquet('{out}') WHERE prevalent_hf").fetchone()[0]
+    n_hf = con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(out))}) WHERE prevalent_hf").fetchone()[0]
     log.info("prevalent heart failure: %d of %d patients", n_hf, n)
     return n
 
@@ -305,7 +305,8 @@ def followup(
         con, concept_sql("followup"), out, {"min_days": int(min_days), "censor_at_death": bool(censor_at_death)}
     )
     n_follow, n_incident = con.execute(
-        f"SELECT count(*) FILTER (WHERE has_followup), count(*) FILTER (WHERE incident_hf) FROM read_parquet('{out}')"
+        "SELECT count(*) FILTER (WHERE has_followup), count(*) FILTER (WHERE incident_hf) "
+        f"FROM read_parquet({sql_literal(str(out))})"
     ).fetchone()
     log.info("follow-up: %d of %d patients followed, %d incident heart failure", n_follow, n, n_incident)
     return n

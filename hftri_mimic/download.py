@@ -54,6 +54,9 @@ CREDENTIAL_HINT = f"check ~/.netrc or {ENV_USER} / {ENV_PASSWORD}"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 MAX_REDIRECTS = 5
+# The largest file a configured project holds is MIMIC-IV's icu/chartevents.csv.gz (about 3.3 GB in v3.1); a cap
+# well above it stops a server that streams without end before it fills the disk.
+DEFAULT_MAX_FILE_GB = 10.0
 USER_AGENT = "hftri-mimic-download/0.1 (python-requests)"
 
 
@@ -368,6 +371,7 @@ class _Mirror:
         backoff_s: float,
         chunk_size: int,
         progress: tqdm,
+        max_file_bytes: int | None = None,
     ):
         self.base = url
         self.host = urlsplit(url).hostname
@@ -378,6 +382,7 @@ class _Mirror:
         self.retries = max(1, int(retries))
         self.backoff = backoff_s
         self.chunk_size = chunk_size
+        self.max_file_bytes = max_file_bytes
         self.progress = progress
         self.stop = threading.Event()
         self._local = threading.local()
@@ -460,6 +465,15 @@ class _Mirror:
                     time.sleep(delay)
         raise DownloadError(f"{rel}: gave up after {self.retries} tries ({last})")
 
+    def _check_size(self, rel: str, part: Path, size: int) -> None:
+        """Stop a file that would exceed ``download.max_file_gb``: a misbehaving server must not fill the disk."""
+        if self.max_file_bytes is not None and size > self.max_file_bytes:
+            part.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{rel}: {_human(size)} or more exceeds the per-file cap of {_human(self.max_file_bytes)} "
+                "(config download.max_file_gb); partial file deleted"
+            )
+
     # -- one transfer into a .part file
     def transfer(self, rel: str, part: Path) -> bool:
         """One GET of ``rel`` into ``part``, continuing it when it exists. True when bytes were
@@ -484,6 +498,8 @@ class _Mirror:
                 else:
                     raise DownloadError(f"{rel}: unexpected HTTP {resp.status_code} from {self.host}")
                 length = resp.headers.get("Content-Length")
+                if length is not None and length.isdigit():
+                    self._check_size(rel, part, offset + int(length))
                 received = 0
                 with open(part, mode) as stream:
                     for chunk in resp.raw.stream(self.chunk_size, decode_content=False):
@@ -492,6 +508,7 @@ class _Mirror:
                         stream.write(chunk)
                         received += len(chunk)
                         self._count(len(chunk))
+                        self._check_size(rel, part, offset + received)  # a server that sends more than it said
                 if length is not None and received < int(length):
                     raise _Retryable(f"connection closed after {offset + received} bytes")
                 return mode == "ab"
@@ -553,14 +570,16 @@ def download_project(
     retries: int = 3,
     backoff_s: float = 2.0,
     chunk_size: int = 1 << 20,
+    max_file_gb: float | None = DEFAULT_MAX_FILE_GB,
 ) -> DownloadSummary:
     """Mirror the selected files of the PhysioNet project at ``url`` into ``dest`` (see module doc).
 
     ``workers`` files are transferred at a time. Checksum mismatches do not stop the other files: they
     are all named in one :class:`ChecksumError` at the end. Credential refusals and files that still
     fail after ``retries`` tries stop the run at once (finished files and ``.part`` files stay, so a
-    rerun resumes). ``manifest`` (JSON: counts, bytes, each file's SHA-256; no credentials) is written
-    only when every selected file is present and verified.
+    rerun resumes). A file larger than ``max_file_gb`` (the checksum list included; None: no cap) stops
+    the run with its partial file deleted. ``manifest`` (JSON: counts, bytes, each file's SHA-256; no
+    credentials) is written only when every selected file is present and verified.
     """
     url = project_url(url)
     dest = Path(dest)
@@ -578,6 +597,7 @@ def download_project(
         backoff_s=backoff_s,
         chunk_size=chunk_size,
         progress=progress,
+        max_file_bytes=None if max_file_gb is None else int(max_file_gb * 1e9),
     )
     try:
         sums = mirror.fetch_sums()

@@ -53,10 +53,13 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run the repo's Snakefile in ``workdir`` and return the finished process."""
+    """Run the repo's Snakefile in ``workdir`` and return the finished process.
+
+    It starts with the loosest common umask (002, files readable by everyone) so that the tests see the modes the
+    workflow sets itself, not the tester's."""
     cmd = snakemake_command(workdir, *args)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env, umask=0o002)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
     return proc

@@ -888,3 +888,16 @@ def test_cohort_refuses_an_attrition_that_does_not_reconcile(tmp_path):
     ).write_parquet(bad)
     with pytest.raises(RuntimeError, match="reconcile"):
         assemble(tmp_path, attrition=bad)
+
+
+def test_label_rules_work_under_a_folder_whose_name_holds_a_quote(tmp_path):
+    """Output paths reach DuckDB as quoted literals: a quote in a folder name neither breaks nor changes a query."""
+    folder = tmp_path / "o'brien's results"
+    folder.mkdir()
+    source = Source()
+    source.patient(1)
+    source.admission(1, 11, T0, T0 + 4 * D)
+    source.diagnosis(1, 11, "4280", 9)
+    paths = run_labels(folder, source, [11])
+    assert pl.read_parquet(paths["prevalent"])["prevalent_hf"].to_list() == [True]
+    assert pl.read_parquet(paths["followup"]).height == 1

@@ -62,6 +62,7 @@ class TreeServer(ThreadingHTTPServer):
         self.drop_once: dict[str, int] = {}  # rel -> body bytes sent before the connection drops (first GET)
         self.always_drop: set[str] = set()
         self.ignore_range = False
+        self.hide_length = False  # answer without Content-Length, closing the connection after the body
         self.redirects: dict[str, str] = {}  # rel -> Location sent instead of the file
         self.authorized: list[tuple[str, bool]] = []  # (rel, whether an Authorization header came)
 
@@ -113,7 +114,10 @@ class TreeHandler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        if srv.hide_length:
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         with srv.lock:
@@ -532,3 +536,32 @@ def test_a_checksum_list_that_does_not_parse_leaves_the_previous_one(server, tmp
         fetch(server, dest)
     assert (dest / "SHA256SUMS.txt").read_bytes() == good
     assert not list(dest.glob("SHA256SUMS.txt.*.part"))
+
+
+# --- size cap ------------------------------------------------------------------------------------------------
+
+
+def test_a_file_over_the_size_cap_stops_the_download_and_leaves_no_partial_file(server, tmp_path, env_credentials):
+    dest = tmp_path / "mirror"
+    sizes = {rel: (server.root / rel).stat().st_size for rel in TREE_FILES}
+    cap = sorted(sizes.values())[-1] - 1  # the largest file is one byte over
+    largest = max(sizes, key=sizes.get)
+    with pytest.raises(DownloadError, match=r": .* exceeds the per-file cap .*download\.max_file_gb"):
+        fetch(server, dest, max_file_gb=cap / 1e9, workers=1)
+    # other files in flight when the run stopped keep their .part (a rerun resumes them); the capped one is gone
+    assert not (dest / largest).exists() and not (dest / f"{largest}.part").exists()
+    summary = fetch(server, dest, max_file_gb=(cap + 1) / 1e9)  # at the largest file's size: the tree downloads
+    assert summary.downloaded + summary.already_present == len(TREE_FILES)
+
+
+def test_a_server_that_sends_more_than_it_announced_is_cut_at_the_cap(server, tmp_path, env_credentials):
+    """No Content-Length to go by (chunked answers): the cap is enforced on the bytes as they arrive."""
+    dest = tmp_path / "mirror"
+    server.hide_length = True
+    sizes = {rel: (server.root / rel).stat().st_size for rel in TREE_FILES}
+    with pytest.raises(DownloadError, match="exceeds the per-file cap"):
+        fetch(server, dest, max_file_gb=(max(sizes.values()) - 1) / 1e9, workers=1)
+    largest = max(sizes, key=sizes.get)
+    assert not (dest / largest).exists() and not (dest / f"{largest}.part").exists()
+    summary = fetch(server, dest, max_file_gb=None)  # no cap and no Content-Length: the tree downloads
+    assert summary.downloaded + summary.already_present == len(TREE_FILES)

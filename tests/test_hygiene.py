@@ -48,3 +48,18 @@ def test_logs_of_a_demo_run_name_no_patient(demo_run):
         words = set(re.findall(r"\d{8}", log.read_text(errors="ignore")))
         leaked = words & ids
         assert not leaked, f"{log.relative_to(demo_run)} names {len(leaked)} cohort patients, admissions or studies"
+
+
+def test_no_sql_pastes_a_path_unquoted():
+    """A path put into SQL as '{path}' breaks on a quote in a folder name and lets the name change the query:
+    paths go through hftri_mimic.db.sql_literal or a parameter (docs/SECURITY.md)."""
+    functions = r"read_parquet|read_csv\w*|read_json\w*|parquet_scan|\bTO|\bFROM|ATTACH"
+    pasted = re.compile(rf"({functions})\s*\(?\s*'\{{", re.IGNORECASE)
+    offenders = [
+        f"{path.relative_to(REPO)}:{number}"
+        for package in ("hftri_mimic", "models", "workflow/scripts")
+        for path in sorted((REPO / package).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pasted.search(line)
+    ]
+    assert not offenders, f"paths pasted into SQL unquoted: {offenders}"

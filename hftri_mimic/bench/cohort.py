@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from hftri_mimic.bench.common import alternating_rounds, warm_page_cache
+from hftri_mimic.db import sql_literal
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE_TARGETS = ("cohort/cohort.parquet", "cohort/attrition.parquet")
@@ -91,7 +92,9 @@ def run_floor(files: list[str]) -> dict:
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
     t0 = time.perf_counter()
-    rows = {Path(f).name: con.execute(f"SELECT count(*) FROM read_csv('{f}')").fetchone()[0] for f in files}
+    rows = {
+        Path(f).name: con.execute(f"SELECT count(*) FROM read_csv({sql_literal(str(f))})").fetchone()[0] for f in files
+    }
     return {"seconds": time.perf_counter() - t0, "rows": rows}
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from models.config import DIRECTIONS, SUBSETS, direction_name  # plain Python, no torch
 from hftri_mimic.ingest import ECG_TABLES, ECHO_TABLES, HOSP_TABLES, TABLES, SourceError, check_source_table
 from hftri_mimic.db import shard_ids
+from hftri_mimic.privacy import close_folders, group_id, set_umask
 
 # Snakemake compares params by repr(), which keeps dict insertion order: a config.yaml re-saved with its keys in
 # another order would rerun every rule. Sorting the keys once here makes params depend on values only, except where
@@ -28,6 +29,13 @@ config.update(canonical_config(dict(config)))
 
 REPO = Path(workflow.basedir)
 OUT = Path(config["out_dir"])
+
+# Outputs private to the user (or the configured group) from the first file on: every job inherits this umask, and
+# a cluster job sets it again when it reads this file (hftri_mimic/privacy.py, docs/SECURITY.md).
+PRIVACY = config["privacy"]
+set_umask(PRIVACY["group_access"])
+if PRIVACY["group"]:
+    group_id(PRIVACY["group"])  # an unknown group fails here, before any job
 SOURCE = config["source"]
 IS_DEMO = SOURCE["kind"] == "demo"
 
@@ -103,6 +111,12 @@ def cohort_modality_inputs(wildcards):
     if "echo" in available_modalities():
         inputs["echo_admissions"] = OUT / "cohort/echo_admissions.parquet"
     return inputs
+
+
+def per_patient_report(path, **report_options):
+    """``report(path, ...)`` for an output that shows single patients (their lab values, ECG traces, echo frames):
+    in the HTML report only with ``privacy.report_per_patient``; otherwise the file is written but not embedded."""
+    return report(path, **report_options) if PRIVACY["report_per_patient"] else path
 
 
 def demo_params():

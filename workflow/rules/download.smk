@@ -31,6 +31,7 @@ rule download_project:
         timeout_s=DOWNLOAD["timeout_s"],
         retries=DOWNLOAD["retries"],
         backoff_s=DOWNLOAD["backoff_s"],
+        max_file_gb=DOWNLOAD["max_file_gb"],
     log:
         OUT / "logs/download/{project}.log",
     benchmark:

@@ -18,27 +18,27 @@ rule explain:
             for task in explain_tasks()
         ],
         text_tokens=OUT / "eval/explain/text_tokens.parquet",
-        text_html=report(
+        text_html=per_patient_report(
             OUT / "eval/explain/text_attributions.html",
             caption="../report/explain_text.rst",
             category="4. Explanations",
             labels={"figure": "lab-text tokens (HTML)"},
         ),
-        text_png=report(
+        text_png=per_patient_report(
             OUT / "eval/explain/text_attributions.png",
             caption="../report/explain_text.rst",
             category="4. Explanations",
             labels={"figure": "lab-text tokens"},
         ),
         ecg=OUT / "eval/explain/ecg_gradcam.parquet",
-        ecg_png=report(
+        ecg_png=per_patient_report(
             OUT / "eval/explain/ecg_gradcam.png",
             caption="../report/explain_ecg.rst",
             category="4. Explanations",
             labels={"figure": "Grad-CAM++, ECG"},
         ),
         ecg_occlusion=OUT / "eval/explain/ecg_occlusion.parquet",
-        ecg_occlusion_png=report(
+        ecg_occlusion_png=per_patient_report(
             OUT / "eval/explain/ecg_occlusion.png",
             caption="../report/explain_ecg_occlusion.rst",
             category="4. Explanations",
@@ -53,7 +53,7 @@ rule explain:
         ),
         text_sentences=OUT / "eval/explain/text_sentences.parquet",
         echo=OUT / "eval/explain/echo_gradcam.parquet",
-        echo_png=report(
+        echo_png=per_patient_report(
             OUT / "eval/explain/echo_gradcam.png",
             caption="../report/explain_echo.rst",
             category="4. Explanations",

@@ -1,8 +1,17 @@
+from pathlib import Path
+
 from hftri_mimic.download import download_project
 from hftri_mimic.logs import to_file
+from hftri_mimic.privacy import close_folders
 
 with to_file(snakemake.log[0]):
     settings = snakemake.params.settings
+    # The download root gets the private mode (and group) before the first file arrives. Read from config rather
+    # than params on purpose: changing who may read the files must not re-verify terabytes.
+    privacy = snakemake.config["privacy"]
+    dest_root = Path(snakemake.output[0]).parent
+    dest_root.mkdir(parents=True, exist_ok=True)
+    close_folders([dest_root], privacy["group_access"], privacy["group"])
     download_project(
         url=settings["url"],
         dest=settings["dest"],
@@ -14,4 +23,5 @@ with to_file(snakemake.log[0]):
         timeout_s=snakemake.params.timeout_s,
         retries=snakemake.params.retries,
         backoff_s=snakemake.params.backoff_s,
+        max_file_gb=snakemake.params.max_file_gb,
     )
