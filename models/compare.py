@@ -4,16 +4,20 @@ Every variant (a fusion baseline, an ablation, a sweep point) is trained and eva
 same patients, splits and folds; it differs from TGMM by the ``model`` keys its config entry replaces. Each
 variant is compared with TGMM on the same modality subset and task:
 
-- **diagnosis**: ``n_resamples`` paired bootstrap resamples of the test patients (``numpy.random.default_rng(seed)``;
-  the same patients for both models in each resample). For AUC and accuracy the row holds the variant's value
-  with its percentile CI, the mean paired difference variant - TGMM with its percentile CI, and the two-sided
-  Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``) over the resamples' paired differences, as the paper
-  reports. Caveat: resamples are not independent samples, so this p-value shrinks as ``n_resamples`` grows (with
-  1000 resamples almost any difference is "significant"); the difference's CI excluding 0 is the more honest
-  reading, and both are in the table.
-- **prognosis**: the C-index of both models on every (repeat, fold) test set, paired by fold; the Wilcoxon
-  signed-rank test over the folds' differences (10 folds: the smallest attainable two-sided p is 0.002). Folds of
-  repeated cross-validation share patients, so this p-value is somewhat optimistic too.
+- **diagnosis** (test patients): the AUC difference variant - TGMM by DeLong's test for two correlated AUCs, the
+  accuracy difference by the exact McNemar test (models/significance.py). Beside each p-value, the difference's
+  95% percentile interval from ``n_resamples`` paired bootstrap resamples of the test patients
+  (``numpy.random.default_rng(seed)``, the same patients for both models in each resample). The variant's own value
+  keeps its bootstrap CI.
+- **prognosis** (folds of the repeated cross-validation): the mean per-fold C-index difference by the Nadeau-Bengio
+  corrected resampled t-test, with its t interval. Folds share training patients, so the per-fold differences are
+  correlated; a plain paired test over them (Wilcoxon, t) would treat them as independent and overstate
+  significance. The correction uses n_test / n_train of the folds (for 2-fold cross-validation about 1, where the
+  training part counts every patient of the repeat outside the fold's test set, validation included).
+
+Earlier versions reported a Wilcoxon signed-rank p-value over the bootstrap resamples' differences. Resamples are
+not independent samples, so that p-value shrank without limit as ``n_resamples`` grew (1e-160 for AUC differences
+of a few hundredths on 84 patients). docs/HISTORY.md keeps those tables.
 
 A cell is marked ``*`` when p > ``alpha`` (no significant difference from TGMM), the paper's convention.
 """
@@ -21,7 +25,6 @@ A cell is marked ``*`` when p > ``alpha`` (no significant difference from TGMM),
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
-from scipy.stats import wilcoxon
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from models.config import SUBSETS
@@ -44,6 +46,7 @@ from models.evaluation import (
     save_figure,
     validate_predictions,
 )
+from models.significance import PairedTest, corrected_resampled_t_test, delong_test, mcnemar_test
 
 REFERENCE = "tgmm"
 TABLE_TITLES = {
@@ -62,22 +65,9 @@ COMPARE_COLUMNS: dict[str, Any] = {
     "diff_low": pl.Float64,
     "diff_high": pl.Float64,
     "p_value": pl.Float64,
+    "test": pl.String,
     "n_pairs": pl.Int64,
 }
-
-
-def wilcoxon_p(differences: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired differences; 1.0 when every difference is 0, NaN when
-    there are none."""
-    differences = np.asarray(differences, dtype=float)
-    differences = differences[np.isfinite(differences)]
-    if differences.size == 0:
-        return math.nan
-    if not np.any(differences):
-        return 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # scipy's note on ties / small samples
-        return float(wilcoxon(differences, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
 def _paired_test_frames(reference: pl.DataFrame, variant: pl.DataFrame) -> pl.DataFrame:
@@ -91,14 +81,24 @@ def _paired_test_frames(reference: pl.DataFrame, variant: pl.DataFrame) -> pl.Da
     return joined
 
 
+def _diagnosis_test(metric: str, label: np.ndarray, ref: np.ndarray, var: np.ndarray, alpha: float) -> PairedTest:
+    if metric == "auc":
+        try:
+            return delong_test(label, ref, var, alpha=alpha)
+        except ValueError:  # fewer than two patients of a class: the AUC's variance is undefined
+            return PairedTest("DeLong", math.nan, math.nan)
+    return mcnemar_test(label, ref, var)
+
+
 def paired_diagnosis(
     reference: pl.DataFrame, variant: pl.DataFrame, *, n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> list[dict[str, Any]]:
-    """AUC and accuracy of ``variant`` with CIs, and its paired bootstrap comparison with ``reference`` (TGMM).
+    """AUC and accuracy of ``variant`` with CIs, and its paired comparison with ``reference`` (TGMM).
 
     Inputs: two diagnosis prediction frames (:data:`models.evaluation.PREDICTION_COLUMNS`) over the same test
-    patients. Returns one row per metric: value, ci_low, ci_high, n, diff (mean over resamples of variant -
-    reference), diff_low, diff_high, p_value (Wilcoxon over the resamples), n_pairs (defined resamples).
+    patients. Returns one row per metric: value, ci_low, ci_high, n, diff (variant - reference on the test
+    patients), diff_low, diff_high (percentile interval of the paired bootstrap differences), p_value and test
+    (DeLong for AUC, McNemar for accuracy), n_pairs (bootstrap resamples where both metrics are defined).
     """
     joined = _paired_test_frames(reference, variant)
     label = joined["label"].to_numpy()
@@ -119,6 +119,7 @@ def paired_diagnosis(
         quantiles = [alpha / 2, 1 - alpha / 2]
         low, high = np.quantile(own, quantiles) if own.size else (math.nan, math.nan)
         diff_low, diff_high = np.quantile(diff, quantiles) if diff.size else (math.nan, math.nan)
+        test = _diagnosis_test(metric, label, ref_estimate, var_estimate, alpha)
         rows.append(
             {
                 "metric": metric,
@@ -127,21 +128,32 @@ def paired_diagnosis(
                 "ci_high": float(high),
                 "sd": None,
                 "n": n,
-                "diff": float(diff.mean()) if diff.size else math.nan,
+                "diff": defined_metric(fn, [label, var_estimate]) - defined_metric(fn, [label, ref_estimate]),
                 "diff_low": float(diff_low),
                 "diff_high": float(diff_high),
-                "p_value": wilcoxon_p(diff),
+                "p_value": test.p_value,
+                "test": test.name,
                 "n_pairs": int(diff.size),
             }
         )
     return rows
 
 
+def test_to_train_ratio(frame: pl.DataFrame) -> float:
+    """Mean n_test / n_train over the (repeat, fold) test sets of a prognosis prediction frame: n_train counts the
+    repeat's patients outside the fold (for 2-fold cross-validation about 1)."""
+    sizes = frame.group_by("repeat", "fold").len("n_test")
+    sizes = sizes.join(frame.group_by("repeat").len("n_repeat"), on="repeat")
+    return float((sizes["n_test"] / (sizes["n_repeat"] - sizes["n_test"])).mean())
+
+
 def paired_prognosis(reference: pl.DataFrame, variant: pl.DataFrame) -> list[dict[str, Any]]:
     """C-index of ``variant`` (mean ± sd over folds) and its fold-paired comparison with ``reference`` (TGMM).
 
     Inputs: two prognosis prediction frames over the same (repeat, fold) test sets. Folds where either C-index
-    is undefined are left out of the pairs. Returns one row (metric ``c_index``).
+    is undefined are left out of the pairs. Returns one row (metric ``c_index``): diff = mean per-fold
+    difference, diff_low/diff_high its corrected t interval, p_value by the Nadeau-Bengio corrected resampled
+    t-test (:func:`models.significance.corrected_resampled_t_test`).
     """
     ref = prognosis_fold_frame(reference).select("repeat", "fold", "c_index")
     var = prognosis_fold_frame(variant).select("repeat", "fold", "c_index")
@@ -150,6 +162,7 @@ def paired_prognosis(reference: pl.DataFrame, variant: pl.DataFrame) -> list[dic
     joined = ref.join(var, on=["repeat", "fold"], suffix="_variant").drop_nulls()
     own = var.drop_nulls("c_index")["c_index"].to_numpy()
     diff = joined["c_index_variant"].to_numpy() - joined["c_index"].to_numpy()
+    test = corrected_resampled_t_test(diff, test_to_train_ratio(validate_predictions(variant, "prognosis")))
     return [
         {
             "metric": "c_index",
@@ -158,10 +171,11 @@ def paired_prognosis(reference: pl.DataFrame, variant: pl.DataFrame) -> list[dic
             "ci_high": None,
             "sd": float(own.std(ddof=1)) if own.size > 1 else math.nan,
             "n": int(own.size),
-            "diff": float(diff.mean()) if diff.size else math.nan,
-            "diff_low": float(diff.min()) if diff.size else math.nan,
-            "diff_high": float(diff.max()) if diff.size else math.nan,
-            "p_value": wilcoxon_p(diff),
+            "diff": test.difference,
+            "diff_low": test.low,
+            "diff_high": test.high,
+            "p_value": test.p_value,
+            "test": test.name,
             "n_pairs": int(diff.size),
         }
     ]
@@ -174,7 +188,7 @@ def reference_rows(frame: pl.DataFrame, task: str, *, n_resamples: int, seed: in
         if task == "diagnosis"
         else paired_prognosis(frame, frame)
     )
-    return [{**row, "diff": None, "diff_low": None, "diff_high": None, "p_value": None} for row in rows]
+    return [{**row, "diff": None, "diff_low": None, "diff_high": None, "p_value": None, "test": None} for row in rows]
 
 
 def compare_results(
@@ -223,7 +237,10 @@ def _cell(row: Mapping[str, Any] | None, alpha: float) -> str:
     p = row["p_value"]
     if row["variant"] != REFERENCE and p is not None:
         text += "*" if p > alpha else ""
-        text += f" <sub>Δ {row['diff']:+.3f}, p={p:.2g}</sub>"
+        interval = ""
+        if row["diff_low"] is not None and row["diff_high"] is not None:
+            interval = f" [{row['diff_low']:+.3f}, {row['diff_high']:+.3f}]"
+        text += f" <sub>Δ {row['diff']:+.3f}{interval}, p={p:.2g} ({row['test']})</sub>"
     return text
 
 
@@ -233,10 +250,13 @@ def compare_markdown(frame: pl.DataFrame, labels: Mapping[str, str], *, alpha: f
     lines = ["# Baselines and ablations against TGMM", ""]
     lines += [
         "Each cell: the model's value with its 95% CI (diagnosis, bootstrap of the test patients) or mean ± sd "
-        "over the folds (prognosis C-index); below it the mean paired difference from TGMM (Δ) and the "
-        "Wilcoxon signed-rank p-value (diagnosis: over the paired bootstrap resamples; prognosis: over the "
-        f"folds). `*`: no significant difference from TGMM (p > {alpha}). See models/compare.py for what these "
-        "p-values can and cannot say.",
+        "over the folds (prognosis C-index); below it the difference from TGMM (Δ, model − TGMM) with its 95% "
+        "interval, then the two-sided p-value of the paired test named after it: DeLong's test for two correlated "
+        "AUCs and the exact McNemar test for accuracy, on the same test patients (the interval: paired bootstrap "
+        "of those patients); for the prognosis C-index the Nadeau–Bengio corrected resampled t-test over the "
+        "folds of the repeated cross-validation, which share training patients (the interval: its t interval). "
+        f"`*`: no significant difference from TGMM (p > {alpha}), the paper's convention. models/compare.py says "
+        "why these tests.",
         "",
     ]
     names = {REFERENCE: "TGMM", **labels}

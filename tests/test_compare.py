@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,10 +16,11 @@ import polars as pl
 import pytest
 import yaml
 from conftest import REPO, planned_rules, snakemake, write_config
-from scipy.stats import wilcoxon
+from sklearn.metrics import roc_auc_score
 from sksurv.metrics import concordance_index_censored
 
-from models.compare import REFERENCE, paired_diagnosis, wilcoxon_p
+from models.compare import REFERENCE, paired_diagnosis
+from models.significance import corrected_resampled_t_test, delong_test, mcnemar_test
 
 VARIANTS = {
     "mean_cat": {
@@ -78,14 +80,6 @@ def _diagnosis_frame(scores: np.ndarray, labels: np.ndarray) -> pl.DataFrame:
 # --- the statistics ------------------------------------------------------------------------------------
 
 
-def test_wilcoxon_p_matches_scipy_and_handles_ties_and_empty_input():
-    rng = np.random.default_rng(0)
-    diff = rng.normal(0.02, 0.05, size=40)
-    assert wilcoxon_p(diff) == pytest.approx(wilcoxon(diff).pvalue)
-    assert wilcoxon_p(np.zeros(10)) == 1.0
-    assert np.isnan(wilcoxon_p(np.array([np.nan])))
-
-
 def test_a_model_paired_with_itself_has_no_difference_and_a_better_one_is_detected():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, size=120)
@@ -93,9 +87,29 @@ def test_a_model_paired_with_itself_has_no_difference_and_a_better_one_is_detect
     sharp = np.clip(labels * 0.6 + rng.uniform(0, 0.4, size=120), 0, 1)
     weak, strong = _diagnosis_frame(noisy, labels), _diagnosis_frame(sharp, labels)
     same = {row["metric"]: row for row in paired_diagnosis(weak, weak, n_resamples=200)}
-    assert same["auc"]["diff"] == 0 and same["auc"]["p_value"] == 1.0
+    assert same["auc"]["diff"] == 0 and same["auc"]["p_value"] == 1.0 and same["auc"]["test"] == "DeLong"
+    assert same["accuracy"]["p_value"] == 1.0 and same["accuracy"]["test"] == "McNemar"
     better = {row["metric"]: row for row in paired_diagnosis(weak, strong, n_resamples=200)}
-    assert better["auc"]["diff"] > 0 and better["auc"]["diff_low"] > 0 and better["auc"]["p_value"] < 1e-6
+    auc = better["auc"]
+    assert auc["diff"] == pytest.approx(roc_auc_score(labels, sharp) - roc_auc_score(labels, noisy))
+    assert auc["diff_low"] > 0 and auc["p_value"] == pytest.approx(delong_test(labels, noisy, sharp).p_value)
+    assert auc["p_value"] < 1e-6
+    accuracy = better["accuracy"]
+    assert accuracy["p_value"] == pytest.approx(mcnemar_test(labels, weak["pred"], strong["pred"]).p_value)
+
+
+def test_a_small_difference_on_84_patients_gets_no_tiny_p_value():
+    """The old Wilcoxon-over-resamples p-value of a 0.02-0.07 AUC difference on 84 patients was about 1e-150;
+    DeLong's test, on the same predictions, says what the overlapping intervals say."""
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, size=84)
+    common = rng.normal(size=84)
+    first = labels * 1.0 + common + rng.normal(size=84)
+    second = labels * 1.2 + common + rng.normal(size=84)
+    rows = {r["metric"]: r for r in paired_diagnosis(_diagnosis_frame(first, labels), _diagnosis_frame(second, labels))}
+    auc = rows["auc"]
+    assert 0.0 < abs(auc["diff"]) < 0.1 and auc["diff_low"] < 0 < auc["diff_high"]
+    assert auc["p_value"] > 0.05
 
 
 def test_pairing_refuses_different_patients():
@@ -120,6 +134,7 @@ def test_compare_target_writes_every_table_with_tgmm_rows_equal_to_the_evaluatio
     variant_rows = results.filter(pl.col("variant") != REFERENCE)
     assert set(variant_rows.select("variant", "task", "subset").iter_rows()) == expected_runs
     assert variant_rows["p_value"].null_count() == 0
+    assert set(variant_rows["test"]) == {"DeLong", "McNemar", "Nadeau-Bengio"}
     # TGMM's rows come from the same predictions as eval/{task}.parquet: same point estimates.
     for task in ("diagnosis", "prognosis"):
         evaluated = pl.read_parquet(out / f"eval/{task}.parquet")
@@ -156,7 +171,16 @@ def test_prognosis_comparison_recomputed_from_the_saved_predictions(compared):
     diff = np.array([cindex["mean_cat"][f] - cindex["tgmm"][f] for f in folds])
     assert row["value"].item() == pytest.approx(np.mean([cindex["mean_cat"][f] for f in folds]))
     assert row["diff"].item() == pytest.approx(diff.mean())
-    assert row["p_value"].item() == pytest.approx(wilcoxon(diff).pvalue if diff.any() else 1.0)
+    # n_test / n_train of each fold: the fold's patients over the rest of its repeat
+    frame = frames["mean_cat"]
+    ratios = [
+        part.height / (frame.filter(pl.col("repeat") == repeat).height - part.height)
+        for (repeat, _), part in frame.group_by(["repeat", "fold"])
+    ]
+    expected = corrected_resampled_t_test(diff, float(np.mean(ratios)))
+    assert row["test"].item() == "Nadeau-Bengio"
+    assert row["p_value"].item() == pytest.approx(expected.p_value)
+    assert (row["diff_low"].item(), row["diff_high"].item()) == pytest.approx((expected.low, expected.high))
 
 
 @pytest.mark.slow
@@ -218,6 +242,11 @@ def embedded_text(entry: dict) -> str:
     return base64.b64decode(entry["data_uri"].split("base64,", 1)[1]).decode()
 
 
+PER_PATIENT_FIGURES = {
+    "text_attributions.html", "text_attributions.png", "ecg_gradcam.png", "ecg_occlusion.png", "echo_gradcam.png",
+}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def report(compared) -> Path:
     snakemake(compared, "--cores", "2", "paper", timeout=1800)
@@ -233,8 +262,7 @@ def test_report_holds_every_section_with_a_caption(report, compared):
     expected = {
         "attrition_flow.png", "non_missing_rate.png", "history_by_cohort.png", "RESULTS.html", "roc_diagnosis.png",
         "km_lab+ecg+echo.png", "COMPARE.html", "compare_fusion.png", "compare_ablation.png", "compare_sweep.png",
-        "TABLE4.html", "roc.png", "attention_diagnosis.png", "text_attributions.html", "ecg_gradcam.png",
-        "echo_gradcam.png",
+        "TABLE4.html", "roc.png", "attention_diagnosis.png", "ecg_waves.png",
     }  # fmt: skip
     assert expected <= names, expected - names
     for name, entry in results.items():
@@ -246,6 +274,29 @@ def test_report_holds_every_section_with_a_caption(report, compared):
     assert "Table 4" in tables["TABLE4.html"] and "<table>" in tables["TABLE4.html"]
     description = report.read_text()
     assert "HFTri-MIMIC and TGMM" in description
+
+
+@pytest.mark.slow
+def test_the_default_report_shows_no_single_patient(report, compared):
+    """privacy.report_per_patient is false by default: the explanation figures of single test patients (their lab
+    text, ECG traces, echo frames) are written under results/eval/explain/ but not embedded, and the report says
+    what it holds; the switch puts them in, and the report then says it must not be shared."""
+    results = report_results(report)
+    assert not PER_PATIENT_FIGURES & {Path(name).name for name in results}
+    for name in PER_PATIENT_FIGURES:
+        assert (compared / "results/eval/explain" / name).is_file(), name  # written, only not embedded
+    page = report.read_text()
+    assert "no figure or page shows a single patient" in page
+    patients = {str(s) for s in pl.read_parquet(compared / "results/cohort/cohort.parquet")["subject_id"].to_list()}
+    embedded = " ".join(embedded_text(e) for n, e in results.items() if n.endswith((".html", ".md")))
+    assert not {word for word in re.findall(r"\d{8}", embedded) if word in patients}
+
+    with_patients = compared / "results/report_per_patient.html"
+    switch = "privacy={group_access: none, group: null, report_per_patient: true}"
+    snakemake(compared, "--report", str(with_patients), "--config", switch, "paper", timeout=600)
+    names = {Path(name).name for name in report_results(with_patients)}
+    assert names >= PER_PATIENT_FIGURES, PER_PATIENT_FIGURES - names
+    assert "do not share it" in with_patients.read_text()
 
 
 @pytest.mark.slow
