@@ -1,5 +1,5 @@
-"""Cohort and labels (SPEC §4.2-4.3): one function per workflow rule, each running SQL concepts from
-``hftri_mimic/sql/`` over Parquet files and writing Parquet.
+"""Cohort and labels (docs/CURATION.md, Cohort and Labels): one function per workflow rule, each running SQL concepts
+from ``hftri_mimic/sql/`` over Parquet files and writing Parquet.
 
 Trace of one patient: ``admission_age`` gives each admission an age; ``lab_admissions``,
 ``ecg_admissions`` and ``echo_admissions`` say which modalities it has; ``index_admissions`` keeps the

@@ -1,4 +1,4 @@
-"""The final HFTri-MIMIC dataset (SPEC §4.6): the manifest that ties each patient's labels, times,
+"""The final HFTri-MIMIC dataset (docs/CURATION.md, Dataset): the manifest that ties each patient's labels, times,
 lab text and signal locations together, and the datasheet that describes it.
 """
 

@@ -1,4 +1,4 @@
-"""DuckDB connections sized by the rule that opens them (SPEC §4.1: never by the node)."""
+"""DuckDB connections sized by the rule that opens them (docs/CURATION.md, Ingest: never by the node)."""
 
 from __future__ import annotations
 

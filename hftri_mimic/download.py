@@ -1,4 +1,6 @@
-"""Credentialed, resumable, checksum-verified mirroring of PhysioNet projects (SPEC §1, §3, §6).
+"""Credentialed, resumable, checksum-verified mirroring of PhysioNet projects.
+
+docs/RUNNING.md (Downloading from PhysioNet) says how to run it; docs/SECURITY.md lists how credentials are kept.
 
 One PhysioNet project (a base URL such as ``https://physionet.org/files/mimiciv/3.1/``) publishes
 ``SHA256SUMS.txt`` with one ``<sha256> <relative path>`` line per file. :func:`download_project` fetches

@@ -1,4 +1,4 @@
-"""12-lead ECGs from WFDB records as ST-MEM expects them (SPEC §4.4).
+"""12-lead ECGs from WFDB records as ST-MEM expects them (docs/SIGNALS.md, ECG).
 
 One record in, either a ``ProcessedEcg`` ((12, 2500) float32 mV at 250 Hz, leads in ST-MEM's order
 I, II, III, aVR, aVL, aVF, V1-V6) or an ``EcgExclusion`` whose ``reason`` is a key of

@@ -1,4 +1,4 @@
-"""ECG stage (SPEC §4.4): the chosen ECG of every cohort patient -> quality-checked, ST-MEM-ready
+"""ECG stage (docs/SIGNALS.md, ECG): the chosen ECG of every cohort patient -> quality-checked, ST-MEM-ready
 (12, 2500) float32 arrays in Zarr v3 shard stores, with an index and an exclusions table.
 
 Rules: ``ecg_shard_plan`` (a checkpoint: the shard count depends on the cohort) -> one ``ecg_shard`` job

@@ -1,4 +1,4 @@
-"""Echocardiogram cines from ultrasound DICOMs as EchoPrime expects them (SPEC §4.5).
+"""Echocardiogram cines from ultrasound DICOMs as EchoPrime expects them (docs/SIGNALS.md, Echo).
 
 One DICOM in, either a ``Cine`` (a masked, square, resized clip of ``frames`` frames taken every
 ``stride`` frames from frame 0, zero-padded, plus frame 0 at the view classifier's input size) or an
@@ -545,7 +545,7 @@ def square_crop_resize(frames: np.ndarray, mask: np.ndarray, size: int, zoom: fl
     """Mask, centre-crop to a square, resize: (k, H, W, 3) -> (k, size, size, 3) uint8.
 
     Pixels outside ``mask`` (H, W) are set to 0. The crop is the centred square of side min(h, w) of the
-    mask's bounding box (SPEC §4.5: centre-crop), then ``zoom`` of its side is cut from every edge, as
+    mask's bounding box (docs/SIGNALS.md, Echo: centre-crop), then ``zoom`` of its side is cut from every edge, as
     EchoPrime's ``crop_and_scale`` does (zoom=0.1), and it is resized with cv2.INTER_CUBIC like EchoPrime.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[1:3] != mask.shape:

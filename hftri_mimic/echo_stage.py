@@ -1,4 +1,4 @@
-"""Echo stage (SPEC §4.5): every DICOM of every cohort echo study -> view-classified cines -> per study,
+"""Echo stage (docs/SIGNALS.md, Echo): every DICOM of every cohort echo study -> view-classified cines -> per study,
 the best clip of each of EchoPrime's 11 views in Zarr v3 shard stores, with an index, a per-DICOM
 table and a study exclusions table.
 

@@ -1,4 +1,4 @@
-"""EHR features of each cohort patient (SPEC §4.6), one SQL concept per feature family: lab values at
+"""EHR features of each cohort patient (docs/CURATION.md, Dataset), one SQL concept per feature family: lab values at
 the reference time, height/weight/BMI from omr, medical-history groups, drug-history classes.
 
 The reference time is the moment the multimodal snapshot describes: the chosen echo study by default

@@ -1,11 +1,11 @@
-"""Ingest (SPEC §4.1): each needed source table is converted once to Parquet by DuckDB, sorted by
+"""Ingest (docs/CURATION.md, Ingest): each needed source table is converted once to Parquet by DuckDB, sorted by
 subject and time, with the column types of the real MIMIC-IV files declared rather than sniffed, keeping the
 columns the workflow reads (config ``ingest.columns: needed``) or every column (``all``).
 
 Later rules read only these Parquet files, so a demo source and a real download look the same
 from here on.
 
-Bad input (SPEC §6): a file that is missing, empty, unreadable or lacks a needed column is an error
+Bad input (docs/FAULTS.md): a file that is missing, empty, unreadable or lacks a needed column is an error
 that names the file, raised by ``check_source_table`` before any job runs. A bad row is excluded with
 a named reason (``INGEST_EXCLUSIONS``) into ``<table>.exclusions.parquet`` beside the table, so that
 rows in the source = rows kept + rows excluded.
@@ -366,8 +366,8 @@ def ingest_table(
 
     ``columns``: ``needed`` keeps the columns the workflow reads (``SourceTable.needed``, in the file's order),
     ``all`` every column of the file. Sorting and writing cost in proportion to the row's width: for labevents
-    the needed 9 of 16 columns take ~30% less time than all of them (SPEC §4.1's "converted once" then costs a
-    re-ingest when a later concept needs another column, which ``all`` avoids).
+    the needed 9 of 16 columns take ~30% less time than all of them (the ingest's "converted once", docs/CURATION.md,
+    then costs a re-ingest when a later concept needs another column, which ``all`` avoids).
 
     Rows that cannot be read or fail a row check go to ``exclusions_out`` (default: ``<out
     stem>.exclusions.parquet``) with the CSV line when known, the subject_id when readable, a reason
@@ -398,7 +398,7 @@ def ingest_table(
     order_by = ", ".join(table.order_by)
     # One sorted CSV -> Parquet pass writes every row that DuckDB could read; the row checks then run on that
     # file's few needed columns. A sound source (the usual case) has nothing to exclude and the file becomes
-    # the table as it is; otherwise a second pass writes the kept rows (SPEC §6: none is silently lost).
+    # the table as it is; otherwise a second pass writes the kept rows (docs/FAULTS.md: none is silently lost).
     staged = out.with_suffix(".staged.parquet")
     checked = out.with_suffix(".checked.parquet")
     try:

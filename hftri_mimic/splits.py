@@ -1,4 +1,4 @@
-"""Splits (SPEC §4.6, paper §5.1), deterministic for a seed.
+"""Splits (docs/CURATION.md, Dataset, paper §5.1), deterministic for a seed.
 
 Diagnosis: iterative stratification (iterstrat) into train/validation/test 5:1:1 on prevalent HF and the
 other configured stratifiers (one-hot encoded). Prognosis (patients with follow-up): 2-fold stratified

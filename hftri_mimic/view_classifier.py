@@ -1,4 +1,4 @@
-"""Echo view classifier (SPEC §4.5): a torchvision ConvNeXt that sorts every cine into EchoPrime's 11 views.
+"""Echo view classifier (docs/SIGNALS.md, Echo): a torchvision ConvNeXt that sorts every cine into EchoPrime's 11 views.
 
 With the user's EchoPrime checkpoint the classifier is torchvision ``convnext_base`` whose last classifier layer is
 replaced by ``Linear(1024, 11)``; ``view_classifier.pt`` is its plain state dict, the older Lightning

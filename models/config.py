@@ -1,4 +1,4 @@
-"""TGMM hyperparameters (paper §4-§5.1) and the modality / subset vocabulary (SPEC §5).
+"""TGMM hyperparameters (paper §4-§5.1) and the modality / subset vocabulary (docs/MODEL.md).
 
 Where the paper gives a value it is cited (§ / Eq.); every other default is this project's choice and
 is listed in ``models/README.md`` ("Choices where the paper is not explicit").

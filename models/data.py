@@ -23,11 +23,12 @@ Decisions (see ``models/README.md``, "Training"):
   for ``has_lab`` as well, i.e. at least one lab value).
 - **Patients with nothing to show**: with ``drop_empty=True`` (default) a subject with none of the requested
   modalities is left out (TGMM needs at least one); ``dataset.dropped`` lists them.
-- **Train-time ECG crop** (ST-MEM's ``random_crop(2250)``, SPEC §4.4) happens *here*, not in the encoder: the start
-  is drawn from ``numpy.random.SeedSequence([seed, epoch, subject_id])``, so it differs between epochs and is the
-  same for the same (seed, epoch, patient) in any worker, order or rerun (:meth:`HFTriDataset.set_epoch`).  The
-  ST-MEM encoder takes a 2250-sample input whole (train or eval) and standardises it; in evaluation the dataset
-  returns the full 2500-sample record and the encoder averages its three crops.
+- **Train-time ECG crop** (ST-MEM's ``random_crop(2250)``, docs/SIGNALS.md, ECG) happens *here*, not in the
+  encoder: the start is drawn from ``numpy.random.SeedSequence([seed, epoch, subject_id])``, so it differs between
+  epochs and is the same for the same (seed, epoch, patient) in any worker, order or rerun
+  (:meth:`HFTriDataset.set_epoch`).  The ST-MEM encoder takes a 2250-sample input whole (train or eval) and
+  standardises it; in evaluation the dataset returns the full 2500-sample record and the encoder averages its three
+  crops.
 - **Zarr stores** are opened lazily, once per process, on first access (never in ``__init__``): the dataset pickles
   for spawn-context DataLoader workers, and each worker opens its own read-only handles.
 - **Tokenisation** happens once in ``__init__`` (one batched tokenizer call), with the text encoder's policy

@@ -1,4 +1,4 @@
-"""Evaluation of TGMM (paper §5.1-5.2, SPEC §5): metrics, confidence intervals, tables and figures.
+"""Evaluation of TGMM (paper §5.1-5.2, docs/MODEL.md): metrics, confidence intervals, tables and figures.
 
 Tasks and their metrics
 -----------------------

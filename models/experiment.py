@@ -1,6 +1,6 @@
-"""One experiment = one task on one modality subset, trained and predicted on the dataset's splits (SPEC §5).
+"""One experiment = one task on one modality subset, trained and predicted on the dataset's splits (docs/MODEL.md).
 
-This is what the workflow's ``train_{task}`` rules call (``workflow/scripts/train_task.py``):
+This is what the workflow's training rules call (``workflow/scripts/train_model.py``):
 
 - **diagnosis** (:func:`run_diagnosis`): train on ``split == "train"`` of ``hftri/splits.parquet`` (task
   ``diagnosis``), early-stop on ``val``, predict every patient of the three splits. Predictions: subject_id, split,

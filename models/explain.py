@@ -1,4 +1,4 @@
-"""Explanations of the trimodal TGMM (paper §5.5, Figures 8-9; SPEC §5).
+"""Explanations of the trimodal TGMM (paper §5.5, Figures 8-9; docs/MODEL.md).
 
 Five views of what a trained ``lab+ecg+echo`` run looked at, for diagnosis and prognosis:
 

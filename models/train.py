@@ -1,4 +1,4 @@
-"""Training of TGMM (paper §5.1, SPEC §5): Adafactor, ReduceLROnPlateau, bf16 autocast on GPU, gradient clipping,
+"""Training of TGMM (paper §5.1, docs/MODEL.md): Adafactor, ReduceLROnPlateau, bf16 autocast on GPU, gradient clipping,
 early stopping on the validation metric, seeds, best/last checkpoints, a metrics log, resumable runs.
 
 Two kinds of data, one loop (:func:`train`):

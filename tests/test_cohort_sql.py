@@ -1,4 +1,5 @@
-"""Cohort and label SQL concepts (SPEC §4.2-4.3) on small hand-built MIMIC-IV-shaped Parquet tables.
+"""Cohort and label SQL concepts (docs/CURATION.md, Cohort and Labels) on small hand-built MIMIC-IV-shaped
+Parquet tables.
 
 Each test writes real Parquet files with the real tables' column types, calls the library function of a
 workflow rule with the arguments its script passes, and reads back the Parquet the rule writes.
@@ -263,7 +264,7 @@ def index_row(frame: pl.DataFrame, subject_id: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------
-# hf_admissions (SPEC §4.3: heart-failure codes per ICD version, compared without dots, upper case)
+# hf_admissions (docs/CURATION.md, Labels: heart-failure codes per ICD version, compared without dots, upper case)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -581,7 +582,7 @@ def test_requiring_a_modality_without_its_table_names_it(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
-# prevalent_hf and followup (SPEC §4.3)
+# prevalent_hf and followup (docs/CURATION.md, Labels)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -726,8 +727,8 @@ def followup_rows(tmp_path: Path, **kwargs) -> dict[int, dict]:
 
 
 def test_readmission_before_min_days_is_not_followup_and_censoring_is_at_last_discharge(tmp_path):
-    # SPEC §4.3: follow-up admissions start >= 30 days after the index discharge, so the HF readmission at
-    # 10 days is not an event; the patient is censored at the discharge of the last follow-up admission.
+    # docs/CURATION.md, Labels: follow-up admissions start >= 30 days after the index discharge, so the HF readmission
+    # at 10 days is not an event; the patient is censored at the discharge of the last follow-up admission.
     row = followup_rows(tmp_path, min_days=30)[1]
     assert row["has_followup"] is True, "the admission 100 days after discharge is follow-up"
     assert row["incident_hf"] is False, "the HF readmission 10 days after discharge is before min_days"
@@ -767,7 +768,7 @@ def test_event_is_the_earliest_of_several_hf_readmissions(tmp_path):
     ids=["exactly-30-days", "one-second-short"],
 )
 def test_followup_starts_min_days_after_the_index_discharge(tmp_path, after_discharge, followed):
-    # SPEC §4.3: follow-up admissions start >= min_days after the index *discharge* (not admittime). The
+    # docs/CURATION.md, Labels: follow-up admissions start >= min_days after the index *discharge* (not admittime). The
     # index stay is 10 days, so both later admissions start > 30 days after the index admittime.
     source = Source()
     source.patient(1)

@@ -1,5 +1,5 @@
-"""The HFTri-MIMIC dataset (SPEC §4.6): EHR features checked against independent computations on the real
-MIMIC-IV demo, lab text, tokens, splits, manifest and reproducibility."""
+"""The HFTri-MIMIC dataset (docs/CURATION.md, Dataset): EHR features checked against independent computations on the
+real MIMIC-IV demo, lab text, tokens, splits, manifest and reproducibility."""
 
 from __future__ import annotations
 

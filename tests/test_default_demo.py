@@ -90,7 +90,7 @@ def test_results_tables_show_the_runs(default_run):
 
 @pytest.mark.slow
 def test_training_and_evaluation_logs_name_no_patient(default_run):
-    """SPEC §6 on the full run: the training, evaluation and curation logs never name a cohort patient,
+    """docs/SECURITY.md on the full run: the training, evaluation and curation logs never name a cohort patient,
     admission or study."""
     cohort = pl.read_parquet(default_run / "cohort/cohort.parquet")
     columns = ("subject_id", "hadm_id", "ecg_study_id", "echo_study_id")

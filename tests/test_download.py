@@ -407,6 +407,9 @@ def test_snakemake_download_target_mirrors_and_is_not_part_of_all(server, tmp_pa
     assert record["n_files"] == 2 and sorted(record["files"]) == ["hosp/admissions.csv.gz", "hosp/patients.csv.gz"]
     assert json.loads((workdir / "resources/physionet/demo-echo.download.json").read_text())["n_files"] == 2
     assert (workdir / "results/logs/download/demo-hosp.log").is_file()
+    # downloads are patient data: private to the user, though snakemake started with umask 002 (docs/SECURITY.md)
+    downloaded = [workdir / "resources", *(workdir / "resources").rglob("*")]
+    assert len(downloaded) > 8 and not [p for p in downloaded if p.lstat().st_mode & 0o077]
     for path in workdir.rglob("*"):
         if path.is_file():
             assert PASSWORD.encode() not in path.read_bytes(), f"the password leaked into {path}"

@@ -1,4 +1,4 @@
-"""ECG library (SPEC §4.4): ST-MEM lead order, resampling and filtering checked against an independent
+"""ECG library (docs/SIGNALS.md, ECG): ST-MEM lead order, resampling and filtering checked against an independent
 scipy reference on a real PTB record, and one test per exclusion reason on real WFDB files."""
 
 from __future__ import annotations

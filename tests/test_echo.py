@@ -293,7 +293,7 @@ def test_short_cine_is_zero_padded(tmp_path: Path) -> None:
 
 
 def test_square_crop_resize_takes_the_centred_square_of_the_box() -> None:
-    """SPEC §4.5: centre-crop to a square (EchoPrime's crop), then cut `zoom` of the side per edge."""
+    """docs/SIGNALS.md, Echo: centre-crop to a square (EchoPrime's crop), then cut `zoom` of the side per edge."""
     columns = np.broadcast_to(np.arange(200, dtype=np.uint8)[None, :, None], (100, 200, 3))
     frames = np.ascontiguousarray(np.broadcast_to(columns, (2, 100, 200, 3)))
     mask = np.zeros((100, 200), dtype=bool)

@@ -1,4 +1,4 @@
-"""Evaluation (paper §5.1-5.2, SPEC §5): metrics agree with scikit-learn / scikit-survival called directly on
+"""Evaluation (paper §5.1-5.2, docs/MODEL.md): metrics agree with scikit-learn / scikit-survival called directly on
 the saved predictions; bootstrap CIs, KM/log-rank on scikit-survival's real WHAS500 data, retrieval, tables,
 figures."""
 

@@ -1,4 +1,4 @@
-"""Fault injection on the MIMIC-IV hosp source (SPEC §6, issue #11).
+"""Fault injection on the MIMIC-IV hosp source (docs/FAULTS.md, issue #11).
 
 Each case copies the real MIMIC-IV demo hosp tables (tests/reference_data.py), corrupts one thing and checks the
 outcome:

@@ -1,4 +1,4 @@
-"""Data protection (SPEC §6): patient data stays in git-ignored outputs and never reaches logs or the repo."""
+"""Data protection (docs/SECURITY.md): patient data stays in git-ignored outputs and never reaches logs or the repo."""
 
 from __future__ import annotations
 
@@ -63,3 +63,22 @@ def test_no_sql_pastes_a_path_unquoted():
         if pasted.search(line)
     ]
     assert not offenders, f"paths pasted into SQL unquoted: {offenders}"
+
+
+def test_the_code_cites_documents_that_are_in_the_repository():
+    """Definitions are cited from docs/ (or the paper), never from a document outside the repository."""
+    cited: dict[str, set[str]] = {}
+    outside = []
+    for name in tracked_files():
+        path = REPO / name
+        if name == "docs/HISTORY.md" or not path.is_file() or path.suffix in (".lock", ".png"):
+            continue
+        text = path.read_text(errors="ignore")
+        if re.search(r"\bSPEC(\.md| §)", text):
+            outside.append(name)
+        for doc in re.findall(r"\bdocs/([A-Z_]+\.md)", text):
+            cited.setdefault(doc, set()).add(name)
+    assert not outside, f"cite docs/ or the paper, not SPEC: {outside}"
+    missing = {doc: sorted(files)[:3] for doc, files in cited.items() if not (REPO / "docs" / doc).is_file()}
+    assert not missing, f"cited documents that do not exist: {missing}"
+    assert len(cited) >= 5

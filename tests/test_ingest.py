@@ -1,4 +1,4 @@
-"""Ingest (SPEC §4.1) beyond its faults (those are in test_faults.py): which columns a table keeps."""
+"""Ingest (docs/CURATION.md, Ingest) beyond its faults (those are in test_faults.py): which columns a table keeps."""
 
 from __future__ import annotations
 

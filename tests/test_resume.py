@@ -1,5 +1,5 @@
-"""Resumption (SPEC §6): `snakemake all` killed with SIGKILL at several points resumes and ends with the
-same outputs as an uninterrupted run."""
+"""Resumption (docs/RUNNING.md, Resuming a killed run): `snakemake all` killed with SIGKILL at several points resumes
+and ends with the same outputs as an uninterrupted run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training and evaluation rules (workflow/rules/train.smk, evaluate.smk; SPEC §5) on a small demo run through
+"""Training and evaluation rules (workflow/rules/train.smk, evaluate.smk; docs/MODEL.md) on a small demo run through
 `all`: outputs and their columns, metrics recomputed with scikit-learn / scikit-survival from the saved
 predictions, same-seed determinism, reruns after config edits, resumption after a kill, config checks."""
 

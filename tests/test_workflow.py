@@ -170,8 +170,9 @@ def test_mimic_source_missing_table_is_named_before_any_job(tmp_path):
 
 
 def independent_prevalent_hf(hosp, lab_itemids, codes) -> pl.DataFrame:
-    """SPEC §4.2-4.3 written with polars, apart from the workflow's SQL: adult admissions with a
-    configured lab item; first such admission per patient; HF code on it or any earlier admission."""
+    """The cohort and label definitions (docs/CURATION.md, Cohort and Labels) written with polars, apart from the
+    workflow's SQL: adult admissions with a configured lab item; first such admission per patient; HF code on it or
+    any earlier admission."""
     patients = pl.read_csv(hosp / "patients.csv.gz")
     admissions = pl.read_csv(hosp / "admissions.csv.gz", try_parse_dates=True)
     labs = pl.read_csv(hosp / "labevents.csv.gz", infer_schema_length=0).select("hadm_id", "itemid")

@@ -3,8 +3,8 @@
 The demo's population is built around cardiac admissions: every patient has one, with labs drawn at the
 rates of those stays, so at scale 1.0 it would write 1.54x v3.1's admissions and 0.78x its labevents. The
 benchmarks measure costs that follow row counts, so each scale-mode chunk is brought to v3.1's rows per patient
-(SPEC §3) here, after the demo's own tables are drawn and with a random stream of its own (the default demo, which
-has no ``scale``, never comes here and keeps its tables and planted signal unchanged):
+(docs/CURATION.md, Sources) here, after the demo's own tables are drawn and with a random stream of its own (the
+default demo, which has no ``scale``, never comes here and keeps its tables and planted signal unchanged):
 
 - admissions: all admissions of randomly chosen patients are dropped, with their diagnoses, prescriptions and
   in-hospital labs, until the chunk has v3.1's admissions per patient; those patients keep their patients row,
@@ -15,10 +15,10 @@ has no ``scale``, never comes here and keeps its tables and planted signal uncha
 - omr: copies of the patient's own measurements on other dates;
 - prescriptions: repeat orders within the same admission, started up to three days later, without a POE order.
 
-The record lists follow MIMIC-IV-ECG v1.0 and MIMIC-IV-ECHO v0.1 (SPEC §3: about 800k ECGs; 7,243 echo studies
-with about 525k DICOMs) per MIMIC-IV patient: a random part of the demo's ECGs and echo studies is kept (echo is
-rare in the real archive: one study per ~50 patients), and each kept study gets more DICOMs (repeated views, as
-real studies hold 50-100), numbered on from its own.
+The record lists follow MIMIC-IV-ECG v1.0 and MIMIC-IV-ECHO v0.1 (docs/CURATION.md, Sources: about 800k ECGs;
+7,243 echo studies with about 525k DICOMs) per MIMIC-IV patient: a random part of the demo's ECGs and echo studies
+is kept (echo is rare in the real archive: one study per ~50 patients), and each kept study gets more DICOMs
+(repeated views, as real studies hold 50-100), numbered on from its own.
 
 Each table stays sorted as the generator writes it and keeps its own id sequences.
 """
@@ -42,7 +42,7 @@ V31_ROWS = {
 }
 
 
-# MIMIC-IV-ECG v1.0 and MIMIC-IV-ECHO v0.1 as SPEC §3 gives them (ECGs and DICOMs: "about").
+# MIMIC-IV-ECG v1.0 and MIMIC-IV-ECHO v0.1 as docs/CURATION.md, Sources gives them (ECGs and DICOMs: "about").
 RECORD_ROWS = {"ecg_records": 800_000, "echo_studies": 7_243, "echo_dicoms": 525_000}
 
 

@@ -3,7 +3,7 @@
 Everything is drawn vectorised with numpy for one chunk of patients at a time, so that the same code
 writes a 240-patient demo or MIMIC-IV-sized tables in bounded memory.
 
-Planted signal (SPEC §3): each patient has three independent latent components, one per modality
+Planted signal (docs/CURATION.md, Sources): each patient has three independent latent components, one per modality
 (``c_lab``, ``c_ecg``, ``c_echo``, standard normal). Prevalent heart failure is a noisy threshold on
 their sum, so each modality alone is partly informative and the three together are more so. Incident
 heart failure after the index admission depends on the same components with other weights.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# Heart-failure codes written for HF admissions (all in the strict list of SPEC §4.3).
+# Heart-failure codes written for HF admissions (all in the strict list of docs/CURATION.md, Labels).
 HF_CODES = {
     9: [
         ("4280", "Congestive heart failure, unspecified"),
@@ -30,7 +30,7 @@ CHARLSON_ONLY_CODES = {
     9: [("4254", "Other primary cardiomyopathies"), ("39891", "Rheumatic heart failure (congestive)")],
     10: [("I255", "Ischemic cardiomyopathy"), ("I420", "Dilated cardiomyopathy")],
 }
-# Chronic conditions (medical-history groups of SPEC §4.6): (group, icd9, icd10, base rate, HF weight).
+# Chronic conditions (medical-history groups of docs/CURATION.md, Dataset): (group, icd9, icd10, base rate, HF weight).
 HISTORY = [
     (
         "hypertension",

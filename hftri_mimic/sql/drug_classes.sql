@@ -1,4 +1,4 @@
--- Drug history (SPEC §4.6): classes of drugs prescribed before the reference time.
+-- Drug history (docs/CURATION.md, Dataset): classes of drugs prescribed before the reference time.
 -- A patient has a drug class when a prescription of the patient started before the cutoff: the
 -- reference time (the chosen echo study, else ECG, else admittime) or, with $before_admission, the index
 -- admittime. Drug names are matched case-insensitively against each class's LIKE patterns.

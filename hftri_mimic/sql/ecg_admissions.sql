@@ -1,4 +1,4 @@
--- ECGs taken during an admission (HFTri-MIMIC cohort criterion 3, SPEC §4.2).
+-- ECGs taken during an admission (HFTri-MIMIC cohort criterion 3, docs/CURATION.md, Cohort).
 -- An ECG belongs to an admission when ecg_time lies in
 -- [admittime + $start_offset_hours, dischtime + $end_offset_hours] of an admission of the same patient.
 -- One row per (admission, ECG); an ECG inside two overlapping windows appears under both.

@@ -1,4 +1,4 @@
--- Echocardiogram studies done during an admission (HFTri-MIMIC cohort criterion 4, SPEC §4.2).
+-- Echocardiogram studies done during an admission (HFTri-MIMIC cohort criterion 4, docs/CURATION.md, Cohort).
 -- A study belongs to an admission when study_datetime lies in
 -- [admittime + $start_offset_hours, dischtime + $end_offset_hours] of an admission of the same patient.
 -- One row per (admission, study).

@@ -1,4 +1,4 @@
--- Follow-up and incident heart failure after the index admission (HFTri-MIMIC prognosis subset, SPEC §4.3).
+-- Follow-up and incident heart failure after the index admission (HFTri-MIMIC prognosis subset, docs/CURATION.md, Labels).
 -- Only patients without prevalent HF are followed. Follow-up admissions are later admissions starting
 -- at least $min_days after the index discharge.
 -- Event: the first follow-up admission with an HF code; time = days from index admittime to its admittime.

@@ -1,4 +1,4 @@
--- Admissions carrying a heart-failure diagnosis code (SPEC §4.3).
+-- Admissions carrying a heart-failure diagnosis code (docs/CURATION.md, Labels).
 -- Codes are compared without dots and in upper case, so '428.0' and 'i5022' match too.
 -- Patterns use SQL LIKE syntax ('I50%' = any code starting with I50), per ICD version.
 -- Parameters: $icd9_patterns, $icd10_patterns (lists of LIKE patterns).

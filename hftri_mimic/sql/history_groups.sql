@@ -1,4 +1,4 @@
--- Medical history (SPEC §4.6): groups of ICD codes recorded before the index admission.
+-- Medical history (docs/CURATION.md, Dataset): groups of ICD codes recorded before the index admission.
 -- A patient has a history group when any admission that started before the index admittime (and, with
 -- $include_index_admission, the index admission itself) carries a code of that group. Codes are
 -- compared without dots, upper case; patterns use SQL LIKE syntax.

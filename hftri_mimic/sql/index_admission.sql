@@ -1,4 +1,4 @@
--- Index admission per patient and the records chosen in it (HFTri-MIMIC cohort criteria 5-6, SPEC §4.2).
+-- Index admission per patient and the records chosen in it (HFTri-MIMIC cohort criteria 5-6, docs/CURATION.md, Cohort).
 -- Eligible admissions (view `eligible`, one row per admission that passed every required criterion)
 -- are ranked per patient by admittime ($order = 'first' keeps the earliest, 'last' the latest; ties by
 -- hadm_id). In the index admission the echo study is the first one in the window; the ECG is the one

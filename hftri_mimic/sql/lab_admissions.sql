@@ -1,4 +1,4 @@
--- Admissions with laboratory data (HFTri-MIMIC cohort criterion 2, SPEC §4.2).
+-- Admissions with laboratory data (HFTri-MIMIC cohort criterion 2, docs/CURATION.md, Cohort).
 -- An admission has labs when labevents holds at least one row of a configured item with its
 -- hadm_id. Outpatient draws (hadm_id NULL) never count.
 -- Parameters: $lab_itemids (list of itemids).

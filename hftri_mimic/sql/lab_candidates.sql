@@ -1,4 +1,4 @@
--- Lab rows that may give a patient's lab value (HFTri-MIMIC lab modality, SPEC §4.2 rule 6 and §4.6).
+-- Lab rows that may give a patient's lab value (HFTri-MIMIC lab modality, docs/CURATION.md, Cohort and Dataset).
 -- A candidate is a row of a configured item charted during the index admission (same hadm_id, charttime
 -- within [admittime, dischtime]); with $storetime_before_reference and a record as reference, only rows
 -- already stored at the reference time (storetime <= reference time), so the text never holds a result

@@ -1,4 +1,4 @@
--- Lab values of the index admission (HFTri-MIMIC lab modality, SPEC §4.2 rule 6 and §4.6).
+-- Lab values of the index admission (HFTri-MIMIC lab modality, docs/CURATION.md, Cohort and Dataset).
 -- For each cohort patient and each configured item, the result (lab_candidates with no exclusion)
 -- closest in time to the reference time (the chosen echo study; without one the chosen ECG; without
 -- either the admittime). Ties: the earlier charttime, then the smaller labevent_id.

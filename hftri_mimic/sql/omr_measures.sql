@@ -1,4 +1,4 @@
--- Height, weight and BMI from the outpatient measurement table `omr` (SPEC §4.6).
+-- Height, weight and BMI from the outpatient measurement table `omr` (docs/CURATION.md, Dataset).
 -- For each cohort patient the latest measurement charted on or before the index admission date.
 -- MIMIC-IV stores them as text: 'Height (Inches)', 'Weight (Lbs)', 'BMI (kg/m2)' (the variants
 -- without units, 'Height', 'Weight', 'BMI', use the same units). Values are converted with TRY_CAST,

@@ -1,4 +1,4 @@
--- Prevalent heart failure at the index admission (SPEC §4.3).
+-- Prevalent heart failure at the index admission (docs/CURATION.md, Labels).
 -- A patient has prevalent HF when an HF code is on the index admission or on any earlier admission
 -- (admittime before the index admittime); with $lookback_days set, only earlier admissions starting
 -- at most that many days before the index admittime count.

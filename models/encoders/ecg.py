@@ -1,4 +1,4 @@
-"""ST-MEM ECG encoder (MARL, paper §4.2.1: Z_s = ST-MEM(Θ_s); SPEC §4.4 and §5).
+"""ST-MEM ECG encoder (MARL, paper §4.2.1: Z_s = ST-MEM(Θ_s); docs/SIGNALS.md, ECG; docs/MODEL.md).
 
 ST-MEM (Na et al., ICLR 2024) is a ViT over single-lead patches.  Facts about the released model, read in the
 public ST-MEM code (github.com/bakqui/ST-MEM: ``models/encoder/st_mem_vit.py``, ``models/encoder/vit.py``,
@@ -22,12 +22,12 @@ written for this project:
 - Input transform: training ``random_crop(2250)``, evaluation ``n_crop(2250, 3)`` whose starts are
   ``range(0, T - 2250 + 1, (T - 2250) // 2)`` = 0, 125, 250 for T = 2500; then ``standardize`` over axes
   (-1, -2), i.e. one mean and one (population) std per crop over all leads and time, output 0 where std = 0.
-  ST-MEM averages the head's logits over the three crops; here the three *embeddings* are averaged (SPEC §4.4),
-  before the projection, which is affine, so the projected embedding is the same either way.
+  ST-MEM averages the head's logits over the three crops; here the three *embeddings* are averaged (docs/SIGNALS.md,
+  ECG), before the projection, which is affine, so the projected embedding is the same either way.
 
 The band-pass filtering and resampling to 250 Hz happen in the dataset stage (``hftri_mimic.ecg``); this module
-only crops and standardises (SPEC §4.4: "cropping ... and per-record standardisation belong to the model's input
-transform").
+only crops and standardises (docs/SIGNALS.md, ECG: "cropping ... and per-record standardisation belong to the model's
+input transform").
 """
 
 from __future__ import annotations
@@ -264,7 +264,7 @@ class STMEMViT(nn.Module):
 
 
 class STMEMInputTransform:
-    """Crop and standardise stored records as ST-MEM's fine-tuning does (SPEC §4.4).
+    """Crop and standardise stored records as ST-MEM's fine-tuning does (docs/SIGNALS.md, ECG).
 
     Input:  x (B, C, T) float, T >= crop_len (stored records: 12 x 2500 at 250 Hz, band-passed).
     Output: (B, K, C, crop_len) float32, K = 1 in training (one uniformly random start in [0, T - crop_len] per

@@ -1,4 +1,4 @@
-"""EchoPrime echo encoder (MARL, paper §4.2.1: Z_m = EchoPrime(Θ_m); SPEC §4.5 and §5).
+"""EchoPrime echo encoder (MARL, paper §4.2.1: Z_m = EchoPrime(Θ_m); docs/SIGNALS.md, Echo; docs/MODEL.md).
 
 Facts about EchoPrime's video encoder, read in the public EchoPrime code (github.com/echonet/EchoPrime,
 ``echo_prime/model.py``: ``EchoPrime.__init__``, ``process_dicoms``, ``embed_videos``) and in
@@ -12,7 +12,7 @@ the key list the tests check (``echoprime-encoder.tsv``, docs/REFERENCE_DATA.md)
   ``hftri_mimic.view_classifier``, documents the same finding and uses the same constants);
 - every clip of a study is embedded on its own (N, 512); EchoPrime then combines clips with view-dependent
   weights for its report retrieval.  TGMM needs one study vector: here the mean over the present views, projected
-  to 768 (SPEC §5).
+  to 768 (docs/MODEL.md).
 
 The project's echo store keeps, per study, the best clip of each of the 11 views as uint8 RGB
 (11, 16, H, W, 3) and a view-present mask (``hftri_mimic.echo_stage``).  :class:`EchoPrimeEncoder` converts RGB

@@ -1,4 +1,4 @@
-"""Partial freezing shared by the three MARL encoders (``unfreeze_layers``, SPEC §5)."""
+"""Partial freezing shared by the three MARL encoders (``unfreeze_layers``, docs/MODEL.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Lab-text encoder (MARL, paper §4.2.1: Z_t = BERT(Θ_t); SPEC §4.6 and §5): Bio-ClinicalBERT, offline.
+"""Lab-text encoder (MARL, paper §4.2.1: Z_t = BERT(Θ_t)): Bio-ClinicalBERT, offline.
+
+The lab text it reads is defined in docs/CURATION.md (Dataset); its training in docs/MODEL.md.
 
 Bio_ClinicalBERT (Alsentzer et al., 2019) as published on the Hugging Face hub is a folder with ``config.json``,
 ``vocab.txt`` and ``pytorch_model.bin`` (a BERT pre-training state dict: ``bert.*`` plus ``cls.*`` heads) and no
@@ -373,7 +375,7 @@ class TextEncoder(PartiallyFrozen):
         Every text is ``[CLS] tokens [SEP]``.  Truncation policy: a text longer than ``max_length`` tokens (512 for
         Bio-ClinicalBERT, counting [CLS] and [SEP]) keeps its first ``max_length - 2`` tokens and its closing [SEP];
         the tail is dropped and a warning names how many texts were cut.  The dataset stage checks that lab texts
-        fit (SPEC §4.6), so truncation is a safety net, not a step of the method.
+        fit (docs/CURATION.md, Dataset), so truncation is a safety net, not a step of the method.
         """
         if isinstance(texts, str):
             raise TypeError("encode_texts takes a sequence of texts, not one string")

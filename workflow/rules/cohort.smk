@@ -1,4 +1,4 @@
-# Cohort and labels (SPEC §4.2-4.3). Every criterion reaches its rule through params:, so editing it in
+# Cohort and labels (docs/CURATION.md, Cohort and Labels). Every criterion reaches its rule through params:, so editing it in
 # config.yaml reruns exactly the rules that depend on it.
 
 

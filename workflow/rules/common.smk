@@ -93,7 +93,7 @@ def available_modalities():
 
 
 def required_modalities():
-    """The configured modalities that the source has (SPEC §3: absent roots are not required)."""
+    """The configured modalities that the source has (docs/CURATION.md, Sources: absent roots are not required)."""
     return [m for m in config["cohort"]["require_modalities"] if m in available_modalities()]
 
 

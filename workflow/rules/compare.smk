@@ -1,4 +1,4 @@
-# Baselines and ablations (SPEC §5, paper Tables 5-6, Fig. 7): `snakemake compare`. Each configured variant is the
+# Baselines and ablations (docs/MODEL.md, paper Tables 5-6, Fig. 7): `snakemake compare`. Each configured variant is the
 # model of config.yaml with the variant's `model` keys replaced, trained by the same script, features, splits and
 # optimiser as TGMM; the comparison pairs it with TGMM's predictions on the same patients (models/compare.py).
 

@@ -1,4 +1,4 @@
-# Dataset assembly (SPEC §4.6): EHR features, lab text, manifest, splits, datasheet -> results/hftri/.
+# Dataset assembly (docs/CURATION.md, Dataset): EHR features, lab text, manifest, splits, datasheet -> results/hftri/.
 
 
 rule lab_values:

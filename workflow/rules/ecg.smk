@@ -1,4 +1,4 @@
-# ECG stage (SPEC §4.4): cohort ECGs -> quality-checked (12, 2500) float32 arrays in Zarr v3 shards.
+# ECG stage (docs/SIGNALS.md, ECG): cohort ECGs -> quality-checked (12, 2500) float32 arrays in Zarr v3 shards.
 
 
 checkpoint ecg_shard_plan:

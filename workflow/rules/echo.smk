@@ -1,4 +1,4 @@
-# Echo stage (SPEC §4.5): cohort echo studies -> view-classified clips, the best per view, in Zarr v3 shards.
+# Echo stage (docs/SIGNALS.md, Echo): cohort echo studies -> view-classified clips, the best per view, in Zarr v3 shards.
 
 
 checkpoint echo_shard_plan:

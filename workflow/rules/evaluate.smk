@@ -1,4 +1,4 @@
-# Evaluation (SPEC §5): metrics with CIs per task from the saved predictions, figures, paper-style tables.
+# Evaluation (docs/MODEL.md): metrics with CIs per task from the saved predictions, figures, paper-style tables.
 
 
 rule evaluate_diagnosis:

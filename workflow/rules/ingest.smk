@@ -1,5 +1,5 @@
-# Ingest (SPEC §4.1): each needed source table -> Parquet, once, by DuckDB. Rows that cannot be read or fail a
-# row check are excluded with a named reason into {table}.exclusions.parquet (SPEC §6: in = kept + excluded).
+# Ingest (docs/CURATION.md, Ingest): each needed source table -> Parquet, once, by DuckDB. Rows that cannot be read or fail a
+# row check are excluded with a named reason into {table}.exclusions.parquet (docs/FAULTS.md: in = kept + excluded).
 
 
 rule ingest_table:

@@ -1,4 +1,4 @@
-# The demo source (SPEC §3): the three PhysioNet trees plus ground truth, when source.kind is demo.
+# The demo source (docs/CURATION.md, Sources): the three PhysioNet trees plus ground truth, when source.kind is demo.
 DEMO_SOURCE_FILES = [OUT / f"source/hosp/{t}.csv.gz" for t in HOSP_TABLES] + [
     OUT / "source/ecg/record_list.csv",
     OUT / "source/ecg/machine_measurements.csv",

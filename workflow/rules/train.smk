@@ -1,4 +1,4 @@
-# TGMM training (SPEC §5): cached frozen-encoder features, then one job per task x modality subset.
+# TGMM training (docs/MODEL.md): cached frozen-encoder features, then one job per task x modality subset.
 # Checkpoints live under {out_dir}/train/{task}/{subset}/ (not declared outputs, so a job killed midway and
 # started again resumes from its last epoch); predictions go to {out_dir}/eval/predictions/.
 
