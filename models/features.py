@@ -1,7 +1,7 @@
 """Frozen-encoder feature caching: encode every patient once per encoder configuration, train on the cache.
 
-With ``unfreeze_layers = 0`` for all three encoders (models/README.md: "0 trains only the projection"), everything before
-each encoder's projection is a fixed function of the patient, so it is computed once and stored; training then
+With ``unfreeze_layers = 0`` for all three encoders (models/README.md: "0 trains only the projection"), everything
+before each encoder's projection is a fixed function of the patient, so it is computed once and stored; training then
 runs the three projections + MFFM + TGM + response on the stored vectors (seconds at demo size instead of minutes).
 
 What is cached (per patient, evaluation-mode encoders, the input *to* each trainable projection):
