@@ -41,11 +41,13 @@ from torch.utils.data import Dataset
 
 from hftri_mimic.storage import write_text_atomic
 from models.config import DIRECTIONS, MODALITIES, SUBSETS, TASKS, direction_name, subset_mask
+from models.configuration import ModelConfig, TrainConfig
 from models.data import HFTriDataset
 from models.encoders.text import load_wordpiece_tokenizer
 from models.evaluation import retrieval_predictions
+from models.factory import build_model
 from models.features import FeatureStats, feature_dataset, feature_stats, save_atomic
-from models.train import ModelConfig, TrainConfig, TrainResult, build_model, predict, train
+from models.train import TrainResult, predict, train
 
 log = logging.getLogger(__name__)
 

@@ -53,12 +53,14 @@ import torch
 from torch import Tensor, nn
 
 from models.config import MODALITIES, SLOTS
+from models.configuration import ModelConfig
 from models.data import HFTriDataset, make_loader
 from models.experiment import Experiment, prognosis_folds, split_subjects
+from models.factory import build_model
 from models.features import FeatureStats
 from models.multimodal import MultimodalTGMM
 from models.tgmm import TGMMOutput
-from models.train import ModelConfig, build_model, forward_batch, load_checkpoint
+from models.train import forward_batch, load_checkpoint
 
 log = logging.getLogger(__name__)
 

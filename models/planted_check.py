@@ -42,6 +42,7 @@ import yaml
 from hftri_mimic.demo.ecg import qrs_t_windows
 from hftri_mimic.demo.generate import ecg_record_rng
 from hftri_mimic.demo.vocab import LAB_ITEMS
+from models.configuration import ModelConfig
 from models.explain import (
     TRIMODAL,
     ExplainedRun,
@@ -52,7 +53,7 @@ from models.explain import (
     raw_vectors,
     sentence_occlusion,
 )
-from models.train import ModelConfig, build_model
+from models.factory import build_model
 
 PLANTED_WEIGHT = 0.3  # a lab is planted when the lab component shifts it by at least this many SDs
 PLANTED_WAVES = ("QRS", "T")

@@ -5,8 +5,9 @@ import shutil
 import torch
 
 from hftri_mimic.logs import to_file
+from models.configuration import ModelConfig
+from models.factory import build_model
 from models.features import load_or_encode
-from models.train import ModelConfig, build_model
 
 with to_file(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)
