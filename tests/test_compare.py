@@ -293,7 +293,8 @@ def test_the_default_report_shows_no_single_patient(report, compared):
 
     with_patients = compared / "results/report_per_patient.html"
     switch = "privacy={group_access: none, group: null, report_per_patient: true}"
-    snakemake(compared, "--report", str(with_patients), "--config", switch, "paper", timeout=600)
+    # the target comes before --config, which takes every following word as a key=value pair
+    snakemake(compared, "paper", "--report", str(with_patients), "--config", switch, timeout=600)
     names = {Path(name).name for name in report_results(with_patients)}
     assert names >= PER_PATIENT_FIGURES, PER_PATIENT_FIGURES - names
     assert "do not share it" in with_patients.read_text()
