@@ -16,6 +16,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from hftri_mimic.numerics import cpu_numerics_mode
 from hftri_mimic.storage import write_text_atomic
 
 _PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^\s\\;]+)")
@@ -48,13 +49,24 @@ def installed_version(name: str) -> str | None:
         return None
 
 
+def torch_cpu_capability() -> str | None:
+    """The instruction set torch's CPU kernels run with in this process (``AVX2``, ``AVX512``, ...), if installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def environment_record(lock: Path) -> dict[str, Any]:
     """The lock's SHA-256, whether every locked package is installed at its locked version (and which are not),
-    the Python version and the key packages' versions."""
+    the Python version, the key packages' versions and the CPU kernels' instruction set (hftri_mimic/numerics.py)."""
     record: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
         "packages": {name: installed_version(name) for name in KEY_PACKAGES},
+        "cpu_numerics": cpu_numerics_mode(),
+        "cpu_capability": torch_cpu_capability(),
     }
     if not lock.is_file():
         return {**record, "lock": None, "lock_sha256": None, "matches_lock": False, "differences": {}}

@@ -62,7 +62,8 @@ def _provenance(eval_dir: Path, *, allow_unlocked: bool) -> str:
         else "**an environment that differs from the lock**"
     )
     python = ".".join(environment["python"].split(".")[:2])  # the patch release moves no number
-    return f"made with {lock}: Python {python}, {packages}"
+    kernels = environment.get("cpu_capability") or "unknown"
+    return f"made with {lock}: Python {python}, {packages}; CPU kernels {kernels}"
 
 
 def _written_by(table: str, eval_dir: Path, *, allow_unlocked: bool) -> str:

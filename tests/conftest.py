@@ -8,10 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import polars as pl
-import pytest
-import yaml
-from reference_data import mimic_demo_hosp
+from hftri_mimic.numerics import use_portable_cpu_numerics
+
+# Before anything imports torch: the tests' own process computes with the kernels the workflow's jobs use (AVX2 on
+# x86-64, hftri_mimic/numerics.py), so a model trained in a test equals one trained by a job to the last bit.
+use_portable_cpu_numerics()
+
+import polars as pl  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from reference_data import mimic_demo_hosp  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

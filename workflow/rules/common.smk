@@ -9,6 +9,11 @@ from models.config import DIRECTIONS, SUBSETS, direction_name  # plain Python, n
 from hftri_mimic.ingest import ECG_TABLES, ECHO_TABLES, HOSP_TABLES, TABLES, SourceError, check_source_table
 from hftri_mimic.db import shard_ids
 from hftri_mimic.privacy import close_folders, group_id, set_umask
+from hftri_mimic.numerics import use_portable_cpu_numerics
+
+# The same numbers on every x86-64 machine: torch's CPU kernels capped at AVX2 in every job, which inherits this
+# environment (HFTRI_CPU_NUMERICS=native lifts it; hftri_mimic/numerics.py, docs/RESULTS.md).
+use_portable_cpu_numerics()
 
 # Snakemake compares params by repr(), which keeps dict insertion order: a config.yaml re-saved with its keys in
 # another order would rerun every rule. Sorting the keys once here makes params depend on values only, except where
