@@ -528,6 +528,90 @@ def retrieval_metrics_from_ranks(
     return rows
 
 
+def direction_similarities(
+    embeddings: pl.DataFrame, pool: Literal["test", "all"] = "test"
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Cosine similarity matrix and query subject ids of every direction that ``embeddings`` holds.
+
+    ``embeddings``: one row per patient with ``subject_id``, ``split`` and ``emb_lab`` / ``emb_ecg`` / ``emb_echo``
+    (a list of floats, null where the patient lacks the modality or the model does not use it), as the retrieval
+    job writes them. Queries are the test patients with both modalities of a direction; candidates the same patients
+    (``pool="test"``) or every patient with both (``pool="all"``), test patients first, so the true match of query
+    ``i`` is column ``i``. Directions with fewer than two queries are left out. Keyed by direction name
+    (``lab_to_ecg``)."""
+    if pool not in ("test", "all"):
+        raise ValueError(f"pool must be 'test' or 'all', got {pool!r}")
+    result: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for query, candidate in DIRECTIONS:
+        q_col, c_col = f"emb_{query}", f"emb_{candidate}"
+        if q_col not in embeddings.columns or c_col not in embeddings.columns:
+            continue
+        both = embeddings.filter(pl.col(q_col).is_not_null() & pl.col(c_col).is_not_null())
+        if pool == "test":
+            both = both.filter(pl.col("split") == "test")
+        both = both.sort(pl.col("split") != "test", "subject_id")  # test queries first: true match = column i
+        is_query = (both["split"] == "test").to_numpy()
+        if is_query.sum() < 2:
+            continue
+        queries = np.asarray(both[q_col].to_list(), dtype=np.float64)[is_query]
+        candidates = np.asarray(both[c_col].to_list(), dtype=np.float64)
+        ids = both.filter(pl.Series(is_query))["subject_id"].to_numpy()
+        result[direction_name(query, candidate)] = (cosine_similarity(queries, candidates), ids)
+    return result
+
+
+def draw_distractors(n_queries: int, n_candidates: int, k: int, n_draws: int, seed: int = 0) -> np.ndarray:
+    """Column indices of ``k - 1`` distractors per query and draw: (n_draws, n_queries, k - 1).
+
+    Query ``i``'s distractors are drawn uniformly without replacement from every column but ``i`` (its true match),
+    afresh in each draw, by ``numpy.random.default_rng(seed)``."""
+    if not 2 <= k <= n_candidates:
+        raise ValueError(f"k must be between 2 and the {n_candidates} candidates, got {k}")
+    if n_draws < 1:
+        raise ValueError(f"n_draws must be at least 1, got {n_draws}")
+    rng = np.random.default_rng(seed)
+    others = np.tile(np.arange(n_candidates - 1), (n_queries, 1))
+    picks = np.stack([rng.permuted(others, axis=1)[:, : k - 1] for _ in range(n_draws)])
+    # positions 0..n_c-2 of the other columns: those at or past column i shift by one to skip it
+    return picks + (picks >= np.arange(n_queries)[None, :, None])
+
+
+def candidate_set_ranks(similarity: np.ndarray, k: int, n_draws: int, seed: int = 0) -> np.ndarray:
+    """Rank (1 = best, ties against the query) of each query's true match among itself and ``k - 1`` distractors
+    (:func:`draw_distractors`): (n_draws, n_queries). This is the setting the paper's Table 3 figures resemble
+    (docs/MODEL.md, Retrieval)."""
+    sim = _check_similarity(similarity)
+    n_q, n_c = sim.shape
+    distractors = draw_distractors(n_q, n_c, k, n_draws, seed)
+    true = sim[np.arange(n_q), np.arange(n_q)]
+    scores = sim[np.arange(n_q)[None, :, None], distractors]
+    return 1 + (scores >= true[None, :, None]).sum(axis=2)
+
+
+def candidate_set_metrics(
+    similarity: np.ndarray,
+    k: int,
+    *,
+    n_draws: int = 100,
+    seed: int = 0,
+    n_resamples: int = 1000,
+    alpha: float = 0.05,
+    ks: Sequence[int] = (1, 2),
+) -> list[dict[str, Any]]:
+    """LRAP and Recall@j among ``k`` candidates (:func:`candidate_set_ranks`), averaged over the draws, with
+    bootstrap CIs over the queries (each query's terms averaged over its draws first, so a resample keeps a query
+    whole). Each row also carries ``chance``: the metric's expectation for a random ranking (LRAP H_k / k, Recall@j
+    j / k)."""
+    ranks = candidate_set_ranks(similarity, k, n_draws, seed).astype(np.float64)
+    chance = {"lrap": sum(1.0 / r for r in range(1, k + 1)) / k, **{f"recall@{j}": min(j, k) / k for j in ks}}
+    per_query = {"lrap": (1.0 / ranks).mean(axis=0), **{f"recall@{j}": (ranks <= j).mean(axis=0) for j in ks}}
+    rows = []
+    for metric, terms in per_query.items():
+        ci = bootstrap_ci(np.mean, terms, n_resamples=n_resamples, seed=seed, alpha=alpha)
+        rows.append({**_ci_row(metric, ci), "chance": chance[metric]})
+    return rows
+
+
 def retrieval_predictions(similarity: np.ndarray, subject_ids: Sequence[int], split: str = "test") -> pl.DataFrame:
     """Per-query frame (:data:`PREDICTION_COLUMNS` ``retrieval``): rank and similarity of the true match."""
     sim = _check_similarity(similarity)

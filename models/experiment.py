@@ -36,7 +36,6 @@ import numpy as np
 import polars as pl
 import torch
 from sklearn.metrics import roc_curve
-from sklearn.metrics.pairwise import cosine_similarity
 from torch.utils.data import Dataset
 
 from hftri_mimic.storage import write_text_atomic
@@ -44,7 +43,7 @@ from models.config import DIRECTIONS, MODALITIES, SUBSETS, TASKS, direction_name
 from models.configuration import ModelConfig, TrainConfig
 from models.data import HFTriDataset
 from models.encoders.text import load_wordpiece_tokenizer
-from models.evaluation import retrieval_predictions
+from models.evaluation import direction_similarities, retrieval_predictions
 from models.factory import build_model
 from models.features import FeatureStats, feature_dataset, feature_stats, save_atomic
 from models.train import TrainResult, predict, train
@@ -288,29 +287,16 @@ def run_retrieval(
             for split, subjects in ids.items()
         ]
     )
-    used = [m for m, on in zip(MODALITIES, subset_mask(subset), strict=True) if on]
-    directions: dict[str, pl.DataFrame] = {}
-    for query, candidate in DIRECTIONS:
-        if query not in used or candidate not in used:
-            continue
-        both = embeddings.filter(pl.col(f"has_{query}") & pl.col(f"has_{candidate}"))
-        if pool == "test":
-            both = both.filter(pl.col("split") == "test")
-        both = both.sort(pl.col("split") != "test", "subject_id")  # test queries first: true match = column i
-        is_query = (both["split"] == "test").to_numpy()
-        if is_query.sum() < 2:
-            log.warning("retrieval %s: fewer than two test patients with both modalities", (query, candidate))
-            continue
-        # candidates in `both` order (test queries first), so the true match of query i is column i
-        similarity = cosine_similarity(_matrix(both, query)[is_query], _matrix(both, candidate))
-        ids_q = both.filter(pl.Series(is_query))["subject_id"].to_numpy()
-        directions[direction_name(query, candidate)] = retrieval_predictions(similarity, ids_q)
     keep = ["subject_id", "split", *(f"emb_{m}" for m in MODALITIES)]
+    similarities = direction_similarities(embeddings.select(keep), pool)
+    directions: dict[str, pl.DataFrame] = {}
+    for name, (similarity, query_ids) in similarities.items():
+        directions[name] = retrieval_predictions(similarity, query_ids)
+    for query, candidate in DIRECTIONS:
+        used = subset_mask(subset)[MODALITIES.index(query)] and subset_mask(subset)[MODALITIES.index(candidate)]
+        if used and direction_name(query, candidate) not in directions:
+            log.warning("retrieval %s: fewer than two test patients with both modalities", (query, candidate))
     return directions, embeddings.select(keep), _summary(results, {"pool": pool})
-
-
-def _matrix(frame: pl.DataFrame, modality: str) -> np.ndarray:
-    return np.asarray(frame[f"emb_{modality}"].to_list(), dtype=np.float64)
 
 
 def write_summary(summary: Mapping[str, Any], path: str | Path) -> Path:

@@ -26,8 +26,12 @@ from models.evaluation import (
     PREDICTION_COLUMNS,
     RESULT_COLUMNS,
     bootstrap_ci,
+    candidate_set_metrics,
+    candidate_set_ranks,
     diagnosis_metrics,
     direction_name,
+    direction_similarities,
+    draw_distractors,
     km_groups,
     plot_km,
     plot_roc,
@@ -41,6 +45,7 @@ from models.evaluation import (
     risk_groups,
     table2_markdown,
     table3_markdown,
+    true_match_ranks,
     write_predictions,
     write_results,
 )
@@ -284,6 +289,73 @@ def test_six_directions_from_three_embeddings():
     np.testing.assert_allclose(np.diagonal(s_all), [sims[("lab", "ecg")][i, i] for i in (3, 5, 7, 20)])
     with pytest.raises(ValueError, match="pool"):
         retrieval_directions(emb, pool="train")
+
+
+def test_candidate_set_lrap_is_sklearns_on_the_same_candidate_sets():
+    """Among k candidates (the true match + k-1 drawn distractors), LRAP equals scikit-learn's
+    label_ranking_average_precision_score on those sets, each (draw, query) a sample with k labels."""
+    rng = np.random.default_rng(3)
+    sims = rng.normal(size=(40, 60)).round(1)  # rounded: ties occur and count against the query in both
+    k, draws = 4, 25
+    distractors = draw_distractors(40, 60, k, draws, seed=7)
+    assert distractors.shape == (draws, 40, k - 1)
+    for draw in distractors:
+        for i, row in enumerate(draw):
+            assert i not in row and len(set(row)) == k - 1  # the true match is never its own distractor
+    scores = np.concatenate(
+        [np.concatenate([np.diagonal(sims)[:, None], sims[np.arange(40)[:, None], d]], axis=1) for d in distractors]
+    )
+    labels = np.zeros_like(scores, dtype=bool)
+    labels[:, 0] = True
+    rows = {r["metric"]: r for r in candidate_set_metrics(sims, k, n_draws=draws, seed=7, n_resamples=200)}
+    assert rows["lrap"]["value"] == pytest.approx(label_ranking_average_precision_score(labels, scores), abs=1e-12)
+    ranks = candidate_set_ranks(sims, k, draws, seed=7)
+    assert rows["recall@1"]["value"] == pytest.approx(np.mean(ranks == 1), abs=1e-12)
+    for row in rows.values():
+        assert row["ci_low"] <= row["value"] <= row["ci_high"] and row["n"] == 40
+
+
+def test_candidate_sets_give_chance_on_random_embeddings_and_the_full_ranking_when_k_is_the_pool():
+    rng = np.random.default_rng(4)
+    k = 3
+    rows = {r["metric"]: r for r in candidate_set_metrics(rng.normal(size=(300, 300)), k, n_draws=50, seed=0)}
+    assert rows["lrap"]["chance"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)  # 0.611, the paper's Lab->ECG
+    assert rows["recall@1"]["chance"] == pytest.approx(1 / 3) and rows["recall@2"]["chance"] == pytest.approx(2 / 3)
+    for metric, row in rows.items():
+        assert row["value"] == pytest.approx(row["chance"], abs=0.02), metric
+        assert row["ci_low"] < row["chance"] < row["ci_high"], metric
+    perfect = {r["metric"]: r["value"] for r in candidate_set_metrics(np.eye(30) + 0.01, k, n_draws=5)}
+    assert perfect == {"lrap": 1.0, "recall@1": 1.0, "recall@2": 1.0}
+    sims = rng.normal(size=(20, 20))
+    assert (candidate_set_ranks(sims, 20, 3) == true_match_ranks(sims)).all()
+    with pytest.raises(ValueError, match="k must be"):
+        candidate_set_ranks(sims, 21, 3)
+
+
+def test_direction_similarities_from_the_saved_embeddings():
+    """The frame the retrieval job saves gives each direction's matrix over the test patients with both modalities,
+    true match on the diagonal; pool 'all' appends the other splits' patients as further candidates."""
+    rng = np.random.default_rng(5)
+    n = 12
+    vectors = {m: rng.normal(size=(n, 4)) for m in ("lab", "ecg", "echo")}
+    frame = pl.DataFrame(
+        {
+            "subject_id": np.arange(100, 100 + n),
+            "split": ["test"] * 6 + ["train"] * 6,
+            **{f"emb_{m}": [v.tolist() for v in x] for m, x in vectors.items()},
+        }
+    ).with_columns(emb_echo=pl.when(pl.col("subject_id") == 101).then(None).otherwise(pl.col("emb_echo")))
+    test = direction_similarities(frame)
+    assert set(test) == {direction_name(q, c) for q, c in DIRECTIONS}
+    sim, ids = test["lab_to_echo"]
+    assert ids.tolist() == [100, 102, 103, 104, 105] and sim.shape == (5, 5)  # 101 has no echo
+    np.testing.assert_allclose(np.diagonal(sim), [
+        vectors["lab"][i] @ vectors["echo"][i] / np.linalg.norm(vectors["lab"][i]) / np.linalg.norm(vectors["echo"][i])
+        for i in (0, 2, 3, 4, 5)
+    ])  # fmt: skip
+    sim_all, ids_all = direction_similarities(frame, "all")["lab_to_ecg"]
+    assert sim_all.shape == (6, 12) and ids_all.tolist() == list(range(100, 106))
+    np.testing.assert_allclose(sim_all[:, :6], test["lab_to_ecg"][0])
 
 
 # --- results, tables, figures -----------------------------------------------------------------------

@@ -53,6 +53,7 @@ def test_all_writes_every_result_table_prediction_and_figure(out):
     assert (out / "eval/figures/roc_diagnosis.png").stat().st_size > 10_000
     tables = (out / "eval/RESULTS.md").read_text()
     assert "Table 2" in tables and "Table 3" in tables and tables.count("| ✓ |") >= 4
+    assert "Table 3b: cross-modal retrieval among 3 candidates" in tables
     for subset in ("lab", "ecg+echo"):  # benchmarks and logs for every job
         assert (out / f"benchmarks/train/diagnosis/{subset}.tsv").is_file()
         assert (out / f"logs/train/prognosis/{subset}.log").is_file()
@@ -108,6 +109,31 @@ def test_retrieval_metrics_agree_with_scikit_learn_on_the_saved_embeddings(out):
         assert row["lrap"]["n"] == len(both)
 
 
+def test_retrieval_among_k_candidates_agrees_with_scikit_learn_and_the_pool(out):
+    """Table 3b: the candidate-set metrics of every direction are computed on the same queries as the full-pool
+    ranking; with k = 3 chance is LRAP 0.611 and Recall@1 1/3, and the values are LRAP of sklearn on those sets."""
+    from models.evaluation import direction_similarities, draw_distractors
+
+    config = yaml.safe_load((out.parent / "config.yaml").read_text())["evaluate"]
+    k, draws, seed = config["retrieval_candidates"], config["retrieval_candidate_draws"], config["seed"]
+    candidates = pl.read_parquet(out / "eval/retrieval_candidates.parquet")
+    full = pl.read_parquet(out / "eval/retrieval.parquet")
+    assert set(candidates["subset"]) == set(full["subset"]) and (candidates["k"] == k).all()
+    similarities = direction_similarities(pl.read_parquet(out / "train/retrieval/embeddings.parquet"))
+    for name, (similarity, _) in similarities.items():
+        n = similarity.shape[0]
+        picks = draw_distractors(n, similarity.shape[1], k, draws, seed)
+        scores = np.concatenate(
+            [np.concatenate([np.diagonal(similarity)[:, None], similarity[np.arange(n)[:, None], p]], 1) for p in picks]
+        )
+        labels = np.zeros_like(scores, dtype=bool)
+        labels[:, 0] = True
+        row = {r["metric"]: r for r in candidates.filter(subset=name).iter_rows(named=True)}
+        assert row["lrap"]["value"] == pytest.approx(label_ranking_average_precision_score(labels, scores), abs=1e-9)
+        assert row["lrap"]["chance"] == pytest.approx(11 / 18) and row["recall@1"]["chance"] == pytest.approx(1 / 3)
+        assert row["lrap"]["n"] == full.filter(subset=name, metric="lrap")["n"][0]
+
+
 def _experiment(out: Path, work_dir: Path) -> Experiment:
     config = yaml.safe_load((out.parent / "config.yaml").read_text())
     model = config["model"]
@@ -137,6 +163,7 @@ def test_changing_evaluation_or_training_config_reruns_only_what_depends_on_it(t
         "evaluate_diagnosis", "evaluate_retrieval", "results_tables", "all"
     }  # fmt: skip
     assert plan("evaluate", {"km_threshold": 0.6}) == {"evaluate_prognosis", "results_tables", "all"}
+    assert plan("evaluate", {"retrieval_candidates": 5}) == {"evaluate_retrieval", "results_tables", "all"}
     optim = yaml.safe_load((trained_run / "config.yaml").read_text())["train"]
     optim = {"optim": {**optim["optim"], "lr": 0.001}}
     assert plan("train", optim) == {

@@ -317,7 +317,10 @@ def eval_outputs():
 
 
 def results_inputs(wildcards):
-    return {task: OUT / f"eval/{task}.parquet" for task in trained_tasks()}
+    tables = {task: OUT / f"eval/{task}.parquet" for task in trained_tasks()}
+    if "retrieval" in tables:
+        tables["retrieval_candidates"] = OUT / "eval/retrieval_candidates.parquet"
+    return tables
 
 
 def variant_runs():

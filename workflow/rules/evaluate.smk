@@ -66,13 +66,18 @@ rule evaluate_prognosis:
 
 rule evaluate_retrieval:
     input:
-        retrieval_prediction_files(),
+        predictions=retrieval_prediction_files(),
+        embeddings=OUT / "train/retrieval/embeddings.parquet",
     output:
         results=OUT / "eval/retrieval.parquet",
+        candidates=OUT / "eval/retrieval_candidates.parquet",
     params:
         n_resamples=config["evaluate"]["bootstrap_resamples"],
         seed=config["evaluate"]["seed"],
         alpha=config["evaluate"]["alpha"],
+        pool=config["evaluate"]["retrieval_pool"],
+        candidates=config["evaluate"]["retrieval_candidates"],
+        candidate_draws=config["evaluate"]["retrieval_candidate_draws"],
     log:
         OUT / "logs/eval/retrieval.log",
     benchmark:

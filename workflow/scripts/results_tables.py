@@ -23,6 +23,7 @@ with to_file(snakemake.log[0]) as log:
         "diagnosis": frames.get("diagnosis"),
         "prognosis": frames.get("prognosis"),
         "retrieval": frames.get("retrieval"),
+        "retrieval_candidates": frames.get("retrieval_candidates"),
         "retrieval_subset": snakemake.params.retrieval_subset,
         "retrieval_pool": snakemake.params.retrieval_pool,
     }
