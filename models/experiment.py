@@ -289,12 +289,10 @@ def run_retrieval(
     )
     keep = ["subject_id", "split", *(f"emb_{m}" for m in MODALITIES)]
     similarities = direction_similarities(embeddings.select(keep), pool)
-    directions: dict[str, pl.DataFrame] = {}
-    for name, (similarity, query_ids) in similarities.items():
-        directions[name] = retrieval_predictions(similarity, query_ids)
+    directions = {name: retrieval_predictions(sim, ids) for name, (sim, ids) in similarities.items()}
+    used = [m for m, on in zip(MODALITIES, subset_mask(subset), strict=True) if on]
     for query, candidate in DIRECTIONS:
-        used = subset_mask(subset)[MODALITIES.index(query)] and subset_mask(subset)[MODALITIES.index(candidate)]
-        if used and direction_name(query, candidate) not in directions:
+        if query in used and candidate in used and direction_name(query, candidate) not in directions:
             log.warning("retrieval %s: fewer than two test patients with both modalities", (query, candidate))
     return directions, embeddings.select(keep), _summary(results, {"pool": pool})
 
