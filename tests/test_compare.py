@@ -292,9 +292,12 @@ def test_the_default_report_shows_no_single_patient(report, compared):
     assert not {word for word in re.findall(r"\d{8}", embedded) if word in patients}
 
     with_patients = compared / "results/report_per_patient.html"
-    switch = "privacy={group_access: none, group: null, report_per_patient: true}"
-    # the target comes before --config, which takes every following word as a key=value pair
-    snakemake(compared, "paper", "--report", str(with_patients), "--config", switch, timeout=600)
+    # The switch as a config overlay (--config parses a nested mapping's values as strings); the second --configfile
+    # replaces the helper's list, so it names both files, and comes last: it takes every following word as a file.
+    overlay = compared / "per_patient.yaml"
+    overlay.write_text(yaml.safe_dump({"privacy": {"report_per_patient": True}}))
+    configs = [str(compared / "config.yaml"), str(overlay)]
+    snakemake(compared, "--report", str(with_patients), "paper", "--configfile", *configs, timeout=600)
     names = {Path(name).name for name in report_results(with_patients)}
     assert names >= PER_PATIENT_FIGURES, PER_PATIENT_FIGURES - names
     assert "do not share it" in with_patients.read_text()
