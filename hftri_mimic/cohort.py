@@ -18,6 +18,7 @@ import duckdb
 import polars as pl
 
 from hftri_mimic.db import concept_sql, connect, copy_to_parquet, register_parquet, run_concept, sql_literal
+from hftri_mimic.storage import write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,14 @@ def index_admissions(
     ecg_admissions: Path | str | None = None,
     echo_admissions: Path | str | None = None,
     admission_exclusions: Path | str | None = None,
+    *,
+    eligibility_out: Path | str,
     threads: int = 1,
     mem_mb: int | None = None,
 ) -> int:
     """Apply cohort criteria 1-6 and write the index admission of each patient with its chosen records,
-    plus the attrition rows of these steps.
+    plus the attrition rows of these steps, computed from the eligibility table (``eligibility_out``: one row per
+    admissions row of the source, one column per criterion, the first it failed and its attrition step).
 
     A modality in ``require_modalities`` must have its availability table; a modality whose table is
     given but not required still provides the chosen record (nullable ids).
@@ -170,73 +174,82 @@ def index_admissions(
     else:
         _empty_view(con, "admission_exclusions", "NULL::BIGINT AS subject_id")
     con.execute(f"CREATE TEMP TABLE aged AS {concept_sql('admission_age')}")
-    # Anchor age and year are never empty after ingest, so a NULL age means the patients row is missing.
-    con.execute(
-        """
-        CREATE TEMP TABLE flags AS
-        SELECT a.*,
-               true AS ingested,
-               a.age IS NOT NULL AS has_patient,
-               a.age >= $min_age AS is_adult,
-               hadm_id IN (SELECT hadm_id FROM lab_in_admission) AS has_labs,
-               hadm_id IN (SELECT hadm_id FROM ecg_in_admission) AS has_ecg,
-               hadm_id IN (SELECT hadm_id FROM echo_in_admission) AS has_echo
-        FROM aged AS a
-        UNION ALL BY NAME
-        SELECT subject_id, false AS ingested, false AS has_patient, false AS is_adult,
-               false AS has_labs, false AS has_ecg, false AS has_echo
-        FROM admission_exclusions
-        """,
-        {"min_age": int(min_age)},
-    )
-    steps = [("admissions in source", "true")]
-    n_not_ingested, n_no_patient = con.execute(
-        "SELECT count(*) FILTER (WHERE NOT ingested), count(*) FILTER (WHERE ingested AND NOT has_patient) FROM flags"
-    ).fetchone()
-    if n_not_ingested:
-        steps.append(("admission row excluded at ingest (see parquet/admissions.exclusions.parquet)", "ingested"))
-    if n_no_patient:
-        steps.append(
-            ("no usable patients row for the subject (see parquet/patients.exclusions.parquet)", "has_patient")
-        )
-    steps.append((f"age at admission < {min_age}", "is_adult"))
-    reasons = {
-        "labs": "no configured lab item during the admission",
-        "ecg": "no ECG within the admission window",
-        "echo": "no echo study within the admission window",
-    }
-    for modality in MODALITIES:
-        if modality in require_modalities:
-            steps.append((reasons[modality], f"has_{modality}"))
-    attrition = _attrition_steps(con, steps)
-    condition = " AND ".join(f for _, f in steps)
-    con.execute(f"CREATE TEMP TABLE eligible AS SELECT * FROM flags WHERE {condition}")
+    criteria = {"min_age": int(min_age), **{f"require_{m}": m in require_modalities for m in MODALITIES}}
+    con.execute(f"CREATE TEMP TABLE eligibility AS {concept_sql('admission_eligibility')}", criteria)
+    con.execute("CREATE TEMP VIEW eligible AS SELECT * FROM eligibility WHERE first_failed IS NULL")
     n = copy_to_parquet(con, concept_sql("index_admission"), out, {"order": order})
-    last = attrition[-1]
-    attrition.append(
-        (
-            len(attrition),
-            f"not the index admission ({order} eligible admission per patient)",
-            n,
-            n,
-            last[2] - n,
-            last[3] - n,
-        )
-    )
-    write_attrition(attrition, attrition_out)
+    copy_to_parquet(con, _MARK_INDEX.format(index=sql_literal(str(out))), eligibility_out, sort=False)
+    eligibility = pl.read_parquet(eligibility_out)
+    steps = cohort_steps(eligibility, min_age, require_modalities, order)
+    eligibility = with_attrition_steps(eligibility, steps)
+    write_parquet_atomic(eligibility, eligibility_out)
+    write_attrition(attrition_rows(eligibility, steps), attrition_out)
     log.info("index admissions: %d patients (required: %s)", n, ", ".join(require_modalities))
     return n
 
 
-def _attrition_steps(con: duckdb.DuckDBPyConnection, steps: list[tuple[str, str]]) -> list[tuple]:
-    """Counts after each cumulative filter over the ``flags`` table."""
+# The eligibility table with is_index; an eligible admission that is not its patient's index admission fails the
+# last criterion, is_index.
+_MARK_INDEX = """
+WITH marked AS (
+    SELECT e.* EXCLUDE (first_failed), e.first_failed,
+           coalesce(e.hadm_id IN (SELECT hadm_id FROM read_parquet({index})), false) AS is_index
+    FROM eligibility AS e
+)
+SELECT * EXCLUDE (first_failed),
+       CASE WHEN first_failed IS NULL AND NOT is_index THEN 'is_index' ELSE first_failed END AS first_failed
+FROM marked
+ORDER BY subject_id, admittime NULLS LAST, hadm_id NULLS LAST
+"""
+
+
+# Attrition wording of each criterion of hftri_mimic/sql/admission_eligibility.sql (and of is_index).
+CRITERION_REASONS = {
+    "ingested": "admission row excluded at ingest (see parquet/admissions.exclusions.parquet)",
+    "has_patient": "no usable patients row for the subject (see parquet/patients.exclusions.parquet)",
+    "is_adult": "age at admission < {min_age}",
+    "has_labs": "no configured lab item during the admission",
+    "has_ecg": "no ECG within the admission window",
+    "has_echo": "no echo study within the admission window",
+    "is_index": "not the index admission ({order} eligible admission per patient)",
+}
+
+
+def cohort_steps(
+    eligibility: pl.DataFrame, min_age: int, require_modalities: Sequence[str], order: str
+) -> list[tuple[str, str | None]]:
+    """(reason, criterion) of each attrition step, in the order the criteria apply; the first step (criterion None)
+    counts every admissions row of the source. Two steps appear only when they exclude something: admission rows
+    excluded at ingest and admissions whose subject has no usable patients row."""
+    failed = set(eligibility["first_failed"].drop_nulls().to_list())
+    criteria = [c for c in ("ingested", "has_patient") if c in failed]
+    criteria += ["is_adult", *(f"has_{m}" for m in MODALITIES if m in require_modalities), "is_index"]
+    reasons = {c: text.format(min_age=min_age, order=order) for c, text in CRITERION_REASONS.items()}
+    return [("admissions in source", None), *((reasons[c], c) for c in criteria)]
+
+
+def with_attrition_steps(eligibility: pl.DataFrame, steps: list[tuple[str, str | None]]) -> pl.DataFrame:
+    """``reason_id`` and ``reason``: the attrition step at which each admission leaves (null for index
+    admissions)."""
+    step_of = {criterion: (reason_id, reason) for reason_id, (reason, criterion) in enumerate(steps) if criterion}
+    unknown = set(eligibility["first_failed"].drop_nulls().unique().to_list()) - set(step_of)
+    if unknown:
+        raise RuntimeError(f"admissions failed criteria that are not attrition steps: {sorted(unknown)}")
+    ids = {criterion: reason_id for criterion, (reason_id, _) in step_of.items()}
+    texts = {criterion: reason for criterion, (_, reason) in step_of.items()}
+    return eligibility.with_columns(
+        reason_id=pl.col("first_failed").replace_strict(ids, default=None, return_dtype=pl.Int64),
+        reason=pl.col("first_failed").replace_strict(texts, default=None, return_dtype=pl.String),
+    )
+
+
+def attrition_rows(eligibility: pl.DataFrame, steps: list[tuple[str, str | None]]) -> list[tuple]:
+    """The attrition table computed from the eligibility table: after step k remain the admissions that leave at
+    a later step or not at all, and the patients with at least one such admission."""
     rows: list[tuple] = []
-    condition = "true"
-    for reason_id, (reason, flag) in enumerate(steps):
-        condition = f"{condition} AND {flag}"
-        n_records, n_subjects = con.execute(
-            f"SELECT count(*), count(DISTINCT subject_id) FROM flags WHERE {condition}"
-        ).fetchone()
+    for reason_id, (reason, _) in enumerate(steps):
+        left = eligibility.filter(pl.col("reason_id").is_null() | (pl.col("reason_id") > reason_id))
+        n_records, n_subjects = left.height, left["subject_id"].n_unique()
         prev_records, prev_subjects = (rows[-1][2], rows[-1][3]) if rows else (n_records, n_subjects)
         rows.append((reason_id, reason, n_records, n_subjects, prev_records - n_records, prev_subjects - n_subjects))
     return rows
@@ -376,6 +389,7 @@ __all__ = [
     "index_admissions",
     "lab_admissions",
     "like_patterns",
+    "patient_status",
     "prevalent_hf",
     "run_concept",
 ]
@@ -383,28 +397,94 @@ __all__ = [
 
 def extend_attrition(
     attrition: Path | str, out: Path | str, stages: Sequence[tuple[str, Path | str, dict[str, str], bool]]
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Append the signal-quality exclusions of the ECG/echo stages to the cohort attrition.
 
     ``stages``: (label, exclusions parquet with subject_id and reason, reason code -> description, required).
     A required modality's exclusion removes the patient (one row per reason, in the code order given);
     for a modality that is not required the patient stays, so no row is added.
+    Returns the attrition and the patients the stages removed (subject_id, stage, criterion, reason_id, reason).
     """
     rows = pl.read_parquet(attrition).sort("reason_id").rows()
-    removed: set[int] = set()
+    removed: dict[int, tuple[str, str, int, str]] = {}
     for label, exclusions, reasons, required in stages:
         if not required:
             continue
         table = pl.read_parquet(exclusions, columns=["subject_id", "reason"])
         for code, description in reasons.items():
-            subjects = set(table.filter(pl.col("reason") == code)["subject_id"].to_list()) - removed
+            subjects = set(table.filter(pl.col("reason") == code)["subject_id"].to_list()) - set(removed)
             if not subjects:
                 continue
-            removed |= subjects
+            reason_id, reason = len(rows), f"{label}: {description}"
+            removed.update({subject: (label, code, reason_id, reason) for subject in subjects})
             _, _, n_records, n_subjects, _, _ = rows[-1]
             n = len(subjects)
-            rows.append((len(rows), f"{label}: {description}", n_records - n, n_subjects - n, n, n))
+            rows.append((reason_id, reason, n_records - n, n_subjects - n, n, n))
     frame = pl.DataFrame(rows, schema=ATTRITION_SCHEMA, orient="row")
     check_attrition(frame)
     frame.write_parquet(out)
-    return frame
+    stage_removed = pl.DataFrame(
+        [(subject, *values) for subject, values in sorted(removed.items())],
+        schema={"subject_id": pl.Int64, **STATUS_SCHEMA},
+        orient="row",
+    )
+    return frame, stage_removed
+
+
+STATUS_SCHEMA = {"stage": pl.String, "criterion": pl.String, "reason_id": pl.Int64, "reason": pl.String}
+
+
+def patient_status(
+    eligibility: Path | str,
+    stage_removed: pl.DataFrame,
+    attrition: pl.DataFrame,
+    manifest: Path | str,
+    out: Path | str,
+) -> pl.DataFrame:
+    """Why is this patient (not) in the dataset: one row per subject of the source's admissions rows.
+
+    ``in_dataset`` patients are the manifest's; every other patient has exactly one reason, the attrition step
+    at which they left: in the cohort, the criterion that their furthest admission failed (``stage`` cohort,
+    ``criterion`` a column of ``cohort/eligibility.parquet``), else the ECG or echo stage exclusion that removed
+    them (``criterion`` the stage's reason code). The counts per reason equal the attrition table's excluded
+    patients, and the patients left equal the manifest's; anything else is an error.
+    """
+    admissions = pl.read_parquet(eligibility, columns=["subject_id", "first_failed", "reason_id", "reason"])
+    furthest = (
+        admissions.with_columns(step=pl.col("reason_id").fill_null(attrition.height))
+        .sort("subject_id", "step")
+        .group_by("subject_id", maintain_order=True)
+        .last()
+    )
+    cohort_left = furthest.filter(pl.col("reason_id").is_not_null()).select(
+        "subject_id", stage=pl.lit("cohort"), criterion="first_failed", reason_id="reason_id", reason="reason"
+    )
+    status = (
+        furthest.select("subject_id")
+        .join(pl.concat([cohort_left, stage_removed]), on="subject_id", how="left")
+        .with_columns(in_dataset=pl.col("reason_id").is_null())
+        .select("subject_id", "in_dataset", *STATUS_SCHEMA)
+        .sort("subject_id")
+    )
+    kept = set(status.filter(pl.col("in_dataset"))["subject_id"].to_list())
+    in_manifest = set(pl.read_parquet(manifest, columns=["subject_id"])["subject_id"].to_list())
+    if kept != in_manifest:
+        raise RuntimeError(
+            f"patients left after every exclusion ({len(kept)}) are not the manifest's ({len(in_manifest)}): "
+            f"{len(kept - in_manifest)} kept but not in the manifest, {len(in_manifest - kept)} the other way"
+        )
+    per_step = dict(status.drop_nulls("reason_id").group_by("reason_id").len().iter_rows())
+    for row in attrition.iter_rows(named=True):
+        if row["reason_id"] and per_step.get(row["reason_id"], 0) != row["excluded_subjects"]:
+            raise RuntimeError(
+                f"attrition step {row['reason_id']} ({row['reason']}) excluded {row['excluded_subjects']} patients, "
+                f"the patient table gives it {per_step.get(row['reason_id'], 0)}"
+            )
+    write_parquet_atomic(status, out)
+    log.info(
+        "patients: %d in the dataset, %d excluded, each with one reason (%s)",
+        len(kept),
+        status.height - len(kept),
+        out,
+    )
+    return status

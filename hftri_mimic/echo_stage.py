@@ -60,6 +60,7 @@ INDEX_SCHEMA = {
     "views_present": pl.List(pl.String),
     **{f"{view}_dicom": pl.String for view in VIEWS},
     **{f"{view}_prob": pl.Float64 for view in VIEWS},
+    "clips_sha256": pl.String,
 }
 
 
@@ -300,6 +301,7 @@ def process_shard(
                         for v, r in zip(VIEWS, views.row_of_view, strict=True)
                     },
                     **{f"{v}_prob": (float(views.prob[i]) if mask[i] else None) for i, v in enumerate(VIEWS)},
+                    "clips_sha256": writer.digest(views.clips),
                 }
             )
         writer.close()

@@ -6,6 +6,7 @@ under a temporary name and renamed when complete, so a killed job never leaves a
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -59,6 +60,13 @@ class ShardWriter:
         if len(self._buffer) == self.chunk:
             self.flush()
         return row
+
+    def digest(self, sample: np.ndarray) -> str:
+        """SHA-256 of ``sample`` as the array stores it (its dtype, C order). The stage indexes carry it, so an
+        index file changes whenever a stored sample does: Snakemake compares the checksums of small files such as
+        the index, never of a Zarr store, before deciding that training need not run again."""
+        stored = np.ascontiguousarray(sample, dtype=self.array.dtype)
+        return hashlib.sha256(stored.tobytes()).hexdigest()
 
     def flush(self) -> None:
         if self._buffer:

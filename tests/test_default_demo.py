@@ -89,6 +89,20 @@ def test_results_tables_show_the_runs(default_run):
 
 
 @pytest.mark.slow
+def test_every_excluded_patient_has_exactly_one_first_reason(default_run):
+    status = pl.read_parquet(default_run / "cohort/patient_status.parquet")
+    assert status["subject_id"].is_unique().all()
+    excluded = status.filter(~pl.col("in_dataset"))
+    assert excluded["reason_id"].null_count() == 0 and excluded["reason"].null_count() == 0
+    attrition = pl.read_parquet(default_run / "hftri/attrition.parquet")
+    assert excluded.height == attrition["n_subjects"][0] - attrition["n_subjects"][-1]
+    assert set(status.filter("in_dataset")["subject_id"]) == set(
+        pl.read_parquet(default_run / "hftri/manifest.parquet")["subject_id"]
+    )
+    assert {"cohort", "ECG", "Echo study"} <= set(excluded["stage"]), "the default demo excludes at every stage"
+
+
+@pytest.mark.slow
 def test_training_and_evaluation_logs_name_no_patient(default_run):
     """docs/SECURITY.md on the full run: the training, evaluation and curation logs never name a cohort patient,
     admission or study."""

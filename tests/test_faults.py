@@ -124,6 +124,7 @@ def cohort_attrition(parquet: Path, out: Path) -> pl.DataFrame:
         patients=parquet / "patients.parquet",
         out=out / "index_admissions.parquet",
         attrition_out=out / "attrition.parquet",
+        eligibility_out=out / "eligibility.parquet",
         min_age=CONFIG["cohort"]["min_age"],
         require_modalities=["labs"],
         order=CONFIG["cohort"]["index_admission"],

@@ -10,7 +10,7 @@ from itertools import pairwise
 import polars as pl
 import pytest
 import yaml
-from conftest import REPO, planned_rules, snakemake, write_config
+from conftest import REPO, base_config, planned_rules, snakemake, write_config
 from reference_data import mimic_demo_hosp
 
 from hftri_mimic.cohort import COHORT_COLUMNS
@@ -58,6 +58,63 @@ def test_attrition_reconciles(demo_run):
     assert sum(r["excluded_subjects"] for r in rows) > 0, "the demo should exclude some patients"
 
 
+# Attrition wording -> the eligibility column of the criterion (docs/CURATION.md, Cohort)
+CRITERION_OF_REASON = {
+    "admission row excluded at ingest": "ingested",
+    "no usable patients row": "has_patient",
+    "age at admission <": "is_adult",
+    "no configured lab item": "has_labs",
+    "no ECG within": "has_ecg",
+    "no echo study within": "has_echo",
+    "not the index admission": "is_index",
+}
+
+
+def test_eligibility_reproduces_the_cohort_attrition(demo_run):
+    """The attrition counted again from the eligibility table's criterion columns, by cumulative filters (not from
+    its first_failed or reason columns), step by step."""
+    eligibility = pl.read_parquet(demo_run / "results/cohort/eligibility.parquet")
+    attrition = pl.read_parquet(demo_run / "results/cohort/attrition.parquet").sort("reason_id")
+    assert eligibility.height == attrition["n_records"][0], "one row per admissions row of the source"
+    left = eligibility
+    for row in attrition.rows(named=True)[1:]:
+        (criterion,) = [c for prefix, c in CRITERION_OF_REASON.items() if row["reason"].startswith(prefix)]
+        left = left.filter(pl.col(criterion))
+        assert (left.height, left["subject_id"].n_unique()) == (row["n_records"], row["n_subjects"]), row["reason"]
+    index = pl.read_parquet(demo_run / "results/cohort/index_admissions.parquet")
+    assert sorted(left["hadm_id"]) == sorted(index["hadm_id"])
+
+
+def test_every_patient_has_one_status_that_adds_up_to_the_attrition_and_the_manifest(demo_run):
+    results = demo_run / "results"
+    status = pl.read_parquet(results / "cohort/patient_status.parquet")
+    eligibility = pl.read_parquet(results / "cohort/eligibility.parquet")
+    assert status["subject_id"].is_unique().all()
+    assert set(status["subject_id"]) == set(eligibility["subject_id"])
+    excluded = status.filter(~pl.col("in_dataset"))
+    assert excluded.select("stage", "criterion", "reason_id", "reason").null_count().sum_horizontal().item() == 0
+    assert excluded.height > 0 and set(excluded["stage"]) >= {"cohort"}
+    manifest = pl.read_parquet(results / "hftri/manifest.parquet")
+    assert set(status.filter("in_dataset")["subject_id"]) == set(manifest["subject_id"])
+    attrition = pl.read_parquet(results / "hftri/attrition.parquet")
+    per_step = dict(excluded.group_by("reason_id").len().iter_rows())
+    for row in attrition.filter(pl.col("reason_id") > 0).rows(named=True):
+        assert per_step.get(row["reason_id"], 0) == row["excluded_subjects"], row["reason"]
+    # a patient removed at a cohort step has no admission past it
+    furthest = eligibility.group_by("subject_id").agg(pl.col("reason_id").fill_null(10**6).max().alias("furthest"))
+    cohort_left = excluded.filter(stage="cohort").join(furthest, on="subject_id")
+    assert (cohort_left["reason_id"] == cohort_left["furthest"]).all()
+
+
+def test_every_dataset_table_holds_the_manifest_patients(demo_run):
+    hftri = demo_run / "results/hftri"
+    patients = set(pl.read_parquet(hftri / "manifest.parquet")["subject_id"])
+    for name in ("labs", "text", "splits"):
+        assert set(pl.read_parquet(hftri / f"{name}.parquet")["subject_id"]) == patients, name
+    index_patients = set(pl.read_parquet(demo_run / "results/cohort/index_admissions.parquet")["subject_id"])
+    assert patients < index_patients, "the small demo loses some index patients to the ECG/echo stages"
+
+
 def rerun_plan(demo_run, tmp_path, **overrides) -> set[str]:
     """Rules a dry run would execute after changing config values in a copy of the finished run."""
     workdir = tmp_path / "copy"
@@ -76,7 +133,8 @@ def rerun_plan(demo_run, tmp_path, **overrides) -> set[str]:
 # After a cohort change the ECG and echo shard plans (checkpoints) rerun; a dry run cannot list the shard
 # jobs, which are only known once the new plans exist.
 SIGNALS = {"ecg_shard_plan", "ecg_collect", "echo_shard_plan", "echo_collect"}
-FINAL = {"attrition", "manifest", "splits", "datasheet", "dataset"}  # what any cohort or label change reaches
+# what any cohort or label change reaches
+FINAL = {"attrition", "manifest", "splits", "text_tokens", "datasheet", "dataset"}
 LABELS = {"followup", "cohort"}
 EHR = {"lab_values", "omr_measures", "history_groups", "drug_classes", "lab_text", "demo_tokenizer", "text_tokens"}
 
@@ -119,6 +177,10 @@ def test_config_resaved_with_other_key_order_plans_nothing(demo_run, tmp_path):
         ),
         ({"dataset__splits": {"seed": 1}}, {"splits", "datasheet", "dataset"}),
         ({"cohort__min_age": 21}, {"index_admissions", "prevalent_hf"} | LABELS | SIGNALS | EHR | FINAL),
+        (
+            {"cohort__lab_itemids": base_config()["cohort"]["lab_itemids"][:-1]},
+            {"lab_admissions", "index_admissions", "prevalent_hf"} | LABELS | SIGNALS | EHR | FINAL,
+        ),
         (
             {"cohort__ecg_window": {"start_offset_hours": -6, "end_offset_hours": 0}},
             {"ecg_admissions", "index_admissions", "prevalent_hf"} | LABELS | SIGNALS | EHR | FINAL,

@@ -5,6 +5,7 @@
 rule lab_admissions:
     input:
         labevents=OUT / "parquet/labevents.parquet",
+        code=library_code("lab_admissions.py", sql=["lab_admissions"]),
     output:
         OUT / "cohort/lab_admissions.parquet",
     params:
@@ -27,6 +28,7 @@ rule ecg_admissions:
     input:
         admissions=OUT / "parquet/admissions.parquet",
         records=OUT / "parquet/ecg_record_list.parquet",
+        code=library_code("window_admissions.py", sql=["ecg_admissions"]),
     output:
         OUT / "cohort/ecg_admissions.parquet",
     params:
@@ -49,6 +51,7 @@ rule echo_admissions:
     input:
         admissions=OUT / "parquet/admissions.parquet",
         records=OUT / "parquet/echo_study_list.parquet",
+        code=library_code("window_admissions.py", sql=["echo_admissions"]),
     output:
         OUT / "cohort/echo_admissions.parquet",
     params:
@@ -73,9 +76,11 @@ rule index_admissions:
         admissions=OUT / "parquet/admissions.parquet",
         admission_exclusions=OUT / "parquet/admissions.exclusions.parquet",
         patients=OUT / "parquet/patients.parquet",
+        code=library_code("index_admissions.py", sql=["admission_age", "admission_eligibility", "index_admission"]),
     output:
         index=OUT / "cohort/index_admissions.parquet",
         attrition=OUT / "cohort/attrition_eligibility.parquet",
+        eligibility=OUT / "cohort/eligibility.parquet",
     params:
         min_age=config["cohort"]["min_age"],
         require_modalities=required_modalities(),
@@ -97,6 +102,7 @@ rule index_admissions:
 rule hf_admissions:
     input:
         diagnoses=OUT / "parquet/diagnoses_icd.parquet",
+        code=library_code("hf_admissions.py", sql=["hf_admissions"]),
     output:
         OUT / "cohort/hf_admissions.parquet",
     params:
@@ -120,6 +126,7 @@ rule prevalent_hf:
         index=OUT / "cohort/index_admissions.parquet",
         admissions=OUT / "parquet/admissions.parquet",
         hf=OUT / "cohort/hf_admissions.parquet",
+        code=library_code("prevalent_hf.py", sql=["prevalent_hf"]),
     output:
         OUT / "cohort/prevalent_hf.parquet",
     params:
@@ -145,6 +152,7 @@ rule followup:
         admissions=OUT / "parquet/admissions.parquet",
         patients=OUT / "parquet/patients.parquet",
         hf=OUT / "cohort/hf_admissions.parquet",
+        code=library_code("followup.py", sql=["followup"]),
     output:
         OUT / "cohort/followup.parquet",
     params:
@@ -170,6 +178,7 @@ rule cohort:
         prevalent=OUT / "cohort/prevalent_hf.parquet",
         followup=OUT / "cohort/followup.parquet",
         attrition=OUT / "cohort/attrition_eligibility.parquet",
+        code=library_code("cohort.py"),
     output:
         cohort=OUT / "cohort/cohort.parquet",
         attrition=OUT / "cohort/attrition.parquet",
@@ -190,8 +199,10 @@ rule cohort:
 rule attrition:
     input:
         unpack(attrition_stage_inputs),
+        code=library_code("attrition.py"),
     output:
-        OUT / "hftri/attrition.parquet",
+        attrition=OUT / "hftri/attrition.parquet",
+        status=OUT / "cohort/patient_status.parquet",
     params:
         required=required_modalities(),
     log:

@@ -10,6 +10,7 @@ from hftri_mimic.ingest import ECG_TABLES, ECHO_TABLES, HOSP_TABLES, TABLES, Sou
 from hftri_mimic.db import shard_ids
 from hftri_mimic.privacy import close_folders, group_id, set_umask
 from hftri_mimic.numerics import use_portable_cpu_numerics
+from hftri_mimic.rule_code import rule_code
 
 # The same numbers on every x86-64 machine: torch's CPU kernels capped at AVX2 in every job, which inherits this
 # environment (HFTRI_CPU_NUMERICS=native lifts it; hftri_mimic/numerics.py, docs/RESULTS.md).
@@ -34,6 +35,12 @@ config.update(canonical_config(dict(config)))
 
 REPO = Path(workflow.basedir)
 OUT = Path(config["out_dir"])
+
+
+def library_code(script, sql=()):
+    """Inputs `code=` of a rule: the files of hftri_mimic/ and models/ that its script imports and the SQL concepts
+    it names, so that editing one reruns the rule and what depends on it (hftri_mimic/rule_code.py)."""
+    return rule_code(REPO / "workflow/scripts" / script, sql, root=REPO)
 
 # Outputs private to the user (or the configured group) from the first file on: every job inherits this umask, and
 # a cluster job sets it again when it reads this file (hftri_mimic/privacy.py, docs/SECURITY.md).
@@ -153,7 +160,11 @@ def ecg_shard_outputs(kind):
 
 
 def attrition_stage_inputs(wildcards):
-    inputs = {"attrition": OUT / "cohort/attrition.parquet"}
+    inputs = {
+        "attrition": OUT / "cohort/attrition.parquet",
+        "eligibility": OUT / "cohort/eligibility.parquet",
+        "manifest": OUT / "hftri/manifest.parquet",
+    }
     if "ecg" in available_modalities():
         inputs["ecg_exclusions"] = OUT / "ecg/exclusions.parquet"
     if "echo" in available_modalities():

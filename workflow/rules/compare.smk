@@ -26,6 +26,7 @@ use rule train_model as train_variant with:
 rule compare_tables:
     input:
         unpack(compare_inputs),
+        code=library_code("compare_tables.py"),
     output:
         results=OUT / "eval/compare.parquet",
         markdown=OUT / "eval/COMPARE.md",

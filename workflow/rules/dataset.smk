@@ -6,6 +6,7 @@ rule lab_values:
         index=OUT / "cohort/index_admissions.parquet",
         labevents=OUT / "parquet/labevents.parquet",
         d_labitems=OUT / "parquet/d_labitems.parquet",
+        code=library_code("lab_values.py", sql=["lab_candidates", "lab_values"]),
     output:
         values=OUT / "dataset/lab_values.parquet",
         exclusions=OUT / "dataset/lab_values.exclusions.parquet",
@@ -31,6 +32,7 @@ rule omr_measures:
     input:
         index=OUT / "cohort/index_admissions.parquet",
         omr=OUT / "parquet/omr.parquet",
+        code=library_code("omr_measures.py", sql=["omr_measures"]),
     output:
         OUT / "dataset/omr_measures.parquet",
     log:
@@ -52,6 +54,7 @@ rule history_groups:
         index=OUT / "cohort/index_admissions.parquet",
         admissions=OUT / "parquet/admissions.parquet",
         diagnoses=OUT / "parquet/diagnoses_icd.parquet",
+        code=library_code("history_groups.py", sql=["history_groups"]),
     output:
         OUT / "dataset/history.parquet",
     params:
@@ -75,6 +78,7 @@ rule drug_classes:
     input:
         index=OUT / "cohort/index_admissions.parquet",
         prescriptions=OUT / "parquet/prescriptions.parquet",
+        code=library_code("drug_classes.py", sql=["drug_classes"]),
     output:
         OUT / "dataset/drugs.parquet",
     params:
@@ -98,6 +102,7 @@ rule drug_classes:
 rule manifest:
     input:
         unpack(manifest_inputs),
+        code=library_code("manifest.py"),
     output:
         OUT / "hftri/manifest.parquet",
     params:
@@ -124,8 +129,9 @@ rule lab_text:
         measures=OUT / "dataset/omr_measures.parquet",
         history=OUT / "dataset/history.parquet",
         drugs=OUT / "dataset/drugs.parquet",
+        code=library_code("lab_text.py"),
     output:
-        labs=OUT / "hftri/labs.parquet",
+        labs=OUT / "dataset/labs.parquet",
         texts=OUT / "dataset/text_raw.parquet",
     params:
         lab_itemids=config["cohort"]["lab_itemids"],
@@ -148,6 +154,7 @@ rule lab_text:
 rule demo_tokenizer:
     input:
         OUT / "dataset/text_raw.parquet",
+        code=library_code("demo_tokenizer.py"),
     output:
         OUT / "text/tokenizer/vocab.txt",
     params:
@@ -171,8 +178,13 @@ rule text_tokens:
     input:
         texts=OUT / "dataset/text_raw.parquet",
         vocab=tokenizer_folder() / "vocab.txt",
+        # the dataset's tables hold the manifest's patients only (the text and tokenizer cover every index patient)
+        manifest=OUT / "hftri/manifest.parquet",
+        labs=OUT / "dataset/labs.parquet",
+        code=library_code("text_tokens.py"),
     output:
-        OUT / "hftri/text.parquet",
+        text=OUT / "hftri/text.parquet",
+        labs=OUT / "hftri/labs.parquet",
     params:
         lowercase=config["dataset"]["text"]["lowercase"],
         max_tokens=config["dataset"]["text"]["max_tokens"],
@@ -194,6 +206,7 @@ rule text_tokens:
 rule splits:
     input:
         OUT / "hftri/manifest.parquet",
+        code=library_code("splits.py"),
     output:
         OUT / "hftri/splits.parquet",
     params:
@@ -215,6 +228,7 @@ rule splits:
 rule datasheet:
     input:
         unpack(datasheet_inputs),
+        code=library_code("datasheet.py"),
     output:
         sheet=OUT / "hftri/DATASHEET.md",
         figures=report(

@@ -21,7 +21,8 @@ rule download:
 rule download_project:
     input:
         # A configured file list is an input: a workflow rule may write it (e.g. the cohort's DICOMs).
-        lambda wildcards: DOWNLOAD_PROJECTS[wildcards.project]["file_list"] or [],
+        file_list=lambda wildcards: DOWNLOAD_PROJECTS[wildcards.project]["file_list"] or [],
+        code=library_code("download.py"),
     output:
         DOWNLOAD_ROOT / "{project}.download.json",
     wildcard_constraints:

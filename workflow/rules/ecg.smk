@@ -5,6 +5,7 @@ checkpoint ecg_shard_plan:
     input:
         # The index admissions, not the labelled cohort: a label criterion never reruns the ECG stage.
         cohort=OUT / "cohort/index_admissions.parquet",
+        code=library_code("ecg_plan.py"),
     output:
         OUT / "ecg/plan.parquet",
     params:
@@ -27,6 +28,7 @@ rule ecg_shard:
     input:
         ecg_source_files,
         plan=OUT / "ecg/plan.parquet",
+        code=library_code("ecg_shard.py"),
     output:
         store=directory(OUT / "ecg/shards/{shard}.zarr"),
         index=OUT / "ecg/shards/{shard}.index.parquet",
@@ -56,6 +58,7 @@ rule ecg_collect:
         plan=OUT / "ecg/plan.parquet",
         indexes=ecg_shard_outputs("index"),
         exclusions=ecg_shard_outputs("exclusions"),
+        code=library_code("ecg_collect.py"),
     output:
         index=OUT / "ecg/index.parquet",
         exclusions=OUT / "ecg/exclusions.parquet",

@@ -6,6 +6,7 @@ checkpoint echo_shard_plan:
         # The index admissions, not the labelled cohort: a label criterion never reruns the echo stage.
         index=OUT / "cohort/index_admissions.parquet",
         records=OUT / "parquet/echo_record_list.parquet",
+        code=library_code("echo_plan.py"),
     output:
         OUT / "echo/plan.parquet",
     params:
@@ -28,6 +29,7 @@ rule view_classifier_demo:
     input:
         echo_source_files,
         truth=OUT / "source_truth",
+        code=library_code("view_classifier_demo.py"),
     output:
         weights=OUT / "echo/view_classifier.pt",
         metrics=OUT / "echo/view_classifier.json",
@@ -54,6 +56,7 @@ rule echo_shard:
         echo_source_files,
         plan=OUT / "echo/plan.parquet",
         classifier=view_classifier_weights(),
+        code=library_code("echo_shard.py"),
     output:
         store=directory(OUT / "echo/shards/{shard}.zarr"),
         index=OUT / "echo/shards/{shard}.index.parquet",
@@ -86,6 +89,7 @@ rule echo_collect:
         indexes=echo_shard_outputs("index"),
         dicoms=echo_shard_outputs("dicoms"),
         exclusions=echo_shard_outputs("exclusions"),
+        code=library_code("echo_collect.py"),
     output:
         index=OUT / "echo/index.parquet",
         dicoms=OUT / "echo/dicoms.parquet",

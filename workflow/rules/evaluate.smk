@@ -3,7 +3,8 @@
 
 rule evaluate_diagnosis:
     input:
-        expand(OUT / "eval/predictions/diagnosis/{subset}.parquet", subset=trained_subsets()),
+        predictions=expand(OUT / "eval/predictions/diagnosis/{subset}.parquet", subset=trained_subsets()),
+        code=library_code("evaluate_diagnosis.py"),
     output:
         results=OUT / "eval/diagnosis.parquet",
         roc=report(
@@ -33,7 +34,8 @@ rule evaluate_diagnosis:
 
 rule evaluate_prognosis:
     input:
-        expand(OUT / "eval/predictions/prognosis/{subset}.parquet", subset=trained_subsets()),
+        predictions=expand(OUT / "eval/predictions/prognosis/{subset}.parquet", subset=trained_subsets()),
+        code=library_code("evaluate_prognosis.py"),
     output:
         results=OUT / "eval/prognosis.parquet",
         folds=OUT / "eval/prognosis_folds.parquet",
@@ -68,6 +70,7 @@ rule evaluate_retrieval:
     input:
         predictions=retrieval_prediction_files(),
         embeddings=OUT / "train/retrieval/embeddings.parquet",
+        code=library_code("evaluate_retrieval.py"),
     output:
         results=OUT / "eval/retrieval.parquet",
         candidates=OUT / "eval/retrieval_candidates.parquet",
@@ -96,6 +99,7 @@ rule results_tables:
     input:
         unpack(results_inputs),
         lock=REPO / "envs/requirements.lock",
+        code=library_code("results_tables.py"),
     output:
         markdown=OUT / "eval/RESULTS.md",
         environment=OUT / "eval/environment.json",

@@ -6,6 +6,7 @@
 rule explain:
     input:
         unpack(explain_inputs),
+        code=library_code("explain.py"),
     output:
         attention=OUT / "eval/explain/attention.parquet",
         attention_png=[

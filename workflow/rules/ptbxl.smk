@@ -15,6 +15,8 @@ rule ptbxl:
 
 
 rule ptbxl_demo_source:
+    input:
+        code=library_code("ptbxl_demo_source.py"),
     output:
         database=PTB / "source/ptbxl_database.csv",
         statements=PTB / "source/scp_statements.csv",
@@ -41,6 +43,7 @@ rule ptbxl_labels:
     input:
         database=ptbxl_root() / "ptbxl_database.csv",
         statements=ptbxl_root() / "scp_statements.csv",
+        code=library_code("ptbxl_labels.py"),
     output:
         records=PTB / "labels/records.parquet",
         exclusions=PTB / "labels/exclusions.parquet",
@@ -66,6 +69,7 @@ rule ptbxl_labels:
 checkpoint ptbxl_ecg_plan:
     input:
         cohort=PTB / "labels/records.parquet",
+        code=library_code("ecg_plan.py"),
     output:
         PTB / "ecg/plan.parquet",
     params:
@@ -88,6 +92,7 @@ rule ptbxl_ecg_shard:
     input:
         ptbxl_record_files,
         plan=PTB / "ecg/plan.parquet",
+        code=library_code("ecg_shard.py"),
     output:
         store=directory(PTB / "ecg/shards/{shard}.zarr"),
         index=PTB / "ecg/shards/{shard}.index.parquet",
@@ -117,6 +122,7 @@ rule ptbxl_ecg_collect:
         plan=PTB / "ecg/plan.parquet",
         indexes=ptbxl_ecg_shard_outputs("index"),
         exclusions=ptbxl_ecg_shard_outputs("exclusions"),
+        code=library_code("ecg_collect.py"),
     output:
         index=PTB / "ecg/index.parquet",
         exclusions=PTB / "ecg/exclusions.parquet",
@@ -140,6 +146,7 @@ rule ptbxl_dataset:
         label_exclusions=PTB / "labels/exclusions.parquet",
         ecg_index=PTB / "ecg/index.parquet",
         ecg_exclusions=PTB / "ecg/exclusions.parquet",
+        code=library_code("ptbxl_dataset.py"),
     output:
         manifest=PTB / "hftri/manifest.parquet",
         labs=PTB / "hftri/labs.parquet",
@@ -163,6 +170,7 @@ rule ptbxl_dataset:
 rule ptbxl_tokenizer:
     input:
         PTB / "dataset/text_raw.parquet",
+        code=library_code("ptbxl_tokenizer.py"),
     output:
         PTB / "text/tokenizer/vocab.txt",
     params:
@@ -187,8 +195,9 @@ rule ptbxl_text_tokens:
     input:
         texts=PTB / "dataset/text_raw.parquet",
         vocab=ptbxl_tokenizer_folder() / "vocab.txt",
+        code=library_code("text_tokens.py"),
     output:
-        PTB / "hftri/text.parquet",
+        text=PTB / "hftri/text.parquet",
     params:
         lowercase=config["dataset"]["text"]["lowercase"],
         max_tokens=config["dataset"]["text"]["max_tokens"],
@@ -210,6 +219,7 @@ rule ptbxl_text_tokens:
 rule ptbxl_encoder_features:
     input:
         unpack(ptbxl_training_inputs),
+        code=library_code("encoder_features.py"),
     output:
         PTB / "train/features.pt",
     params:
@@ -235,6 +245,7 @@ rule ptbxl_encoder_features:
 rule ptbxl_train:
     input:
         unpack(ptbxl_train_inputs),
+        code=library_code("train_model.py"),
     output:
         predictions=PTB / "eval/predictions/{task}/{subset}.parquet",
         summary=PTB / "train/{task}/{subset}/summary.json",
@@ -265,6 +276,7 @@ rule ptbxl_evaluate:
         predictions=expand(PTB / "eval/predictions/diagnosis/{subset}.parquet", subset=PTBXL["subsets"]),
         manifest=PTB / "hftri/manifest.parquet",
         lock=REPO / "envs/requirements.lock",
+        code=library_code("ptbxl_evaluate.py"),
     output:
         results=PTB / "eval/diagnosis.parquet",
         environment=PTB / "eval/environment.json",

@@ -24,6 +24,7 @@ use rule train_model as train_seed with:
 rule seed_table:
     input:
         unpack(seed_inputs),
+        code=library_code("seed_table.py"),
     output:
         results=OUT / "eval/seeds.parquet",
         markdown=OUT / "eval/SEEDS.md",

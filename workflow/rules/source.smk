@@ -8,6 +8,8 @@ DEMO_SOURCE_FILES = [OUT / f"source/hosp/{t}.csv.gz" for t in HOSP_TABLES] + [
 
 
 rule demo_source:
+    input:
+        code=library_code("demo_source.py"),
     output:
         DEMO_SOURCE_FILES,
         ecg_files=directory(OUT / "source/ecg/files"),

@@ -10,6 +10,7 @@ wildcard_constraints:
 rule encoder_features:
     input:
         unpack(training_data_inputs),
+        code=library_code("encoder_features.py"),
     output:
         OUT / "train/features.pt",
     params:
@@ -35,6 +36,7 @@ rule encoder_features:
 rule train_model:
     input:
         unpack(training_inputs),
+        code=library_code("train_model.py"),
     output:
         predictions=OUT / "eval/predictions/{task}/{subset}.parquet",
         summary=OUT / "train/{task}/{subset}/summary.json",
@@ -63,6 +65,7 @@ rule train_model:
 rule train_retrieval:
     input:
         unpack(training_inputs),
+        code=library_code("train_retrieval.py"),
     output:
         predictions=retrieval_prediction_files(),
         embeddings=OUT / "train/retrieval/embeddings.parquet",

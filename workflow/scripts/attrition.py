@@ -1,4 +1,4 @@
-from hftri_mimic.cohort import extend_attrition
+from hftri_mimic.cohort import extend_attrition, patient_status
 from hftri_mimic.ecg import EXCLUSION_REASONS as ECG_REASONS
 from hftri_mimic.echo_stage import STUDY_EXCLUSION_REASONS as ECHO_REASONS
 from hftri_mimic.logs import to_file
@@ -12,4 +12,7 @@ with to_file(snakemake.log[0]):
         stages.append(("ECG", snakemake.input.ecg_exclusions, ECG_REASONS, "ecg" in required))
     if "echo_exclusions" in names:
         stages.append(("Echo study", snakemake.input.echo_exclusions, ECHO_REASONS, "echo" in required))
-    extend_attrition(snakemake.input.attrition, snakemake.output[0], stages)
+    attrition, stage_removed = extend_attrition(snakemake.input.attrition, snakemake.output.attrition, stages)
+    patient_status(
+        snakemake.input.eligibility, stage_removed, attrition, snakemake.input.manifest, snakemake.output.status
+    )

@@ -16,7 +16,7 @@ with to_file(snakemake.log[0]):
         url=settings["url"],
         dest=settings["dest"],
         include=settings["include"],
-        file_list=snakemake.input[0] if snakemake.input else None,
+        file_list=snakemake.input.get("file_list") or None,
         manifest=snakemake.output[0],
         name=snakemake.wildcards.project,
         workers=snakemake.threads,

@@ -7,7 +7,7 @@ from models.results import diagnosis_results
 
 with to_file(snakemake.log[0]) as log:
     results, curves = diagnosis_results(
-        dict(zip(snakemake.params.subsets, snakemake.input, strict=True)),
+        dict(zip(snakemake.params.subsets, snakemake.input.predictions, strict=True)),
         n_resamples=snakemake.params.n_resamples,
         seed=snakemake.params.seed,
         alpha=snakemake.params.alpha,

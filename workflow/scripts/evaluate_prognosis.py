@@ -8,7 +8,7 @@ from models.results import prognosis_results
 with to_file(snakemake.log[0]) as log:
     subsets = snakemake.params.subsets
     results, folds, km = prognosis_results(
-        dict(zip(subsets, snakemake.input, strict=True)),
+        dict(zip(subsets, snakemake.input.predictions, strict=True)),
         threshold=snakemake.params.threshold,
         repeat=snakemake.params.repeat,
     )

@@ -7,6 +7,7 @@ with to_file(snakemake.log[0]):
         patients=snakemake.input.patients,
         out=snakemake.output.index,
         attrition_out=snakemake.output.attrition,
+        eligibility_out=snakemake.output.eligibility,
         min_age=snakemake.params.min_age,
         require_modalities=snakemake.params.require_modalities,
         order=snakemake.params.order,

@@ -12,7 +12,7 @@ from hftri_mimic.storage import write_text_atomic
 from models.results import results_markdown
 
 with to_file(snakemake.log[0]) as log:
-    frames = {task: pl.read_parquet(path) for task, path in snakemake.input.items() if task != "lock"}
+    frames = {task: pl.read_parquet(path) for task, path in snakemake.input.items() if task not in ("lock", "code")}
     out = Path(snakemake.output.markdown)
     figures = {}
     if "diagnosis" in frames:
