@@ -192,8 +192,7 @@ def index_admissions(
 # last criterion, is_index.
 _MARK_INDEX = """
 WITH marked AS (
-    SELECT e.* EXCLUDE (first_failed), e.first_failed,
-           coalesce(e.hadm_id IN (SELECT hadm_id FROM read_parquet({index})), false) AS is_index
+    SELECT e.*, coalesce(e.hadm_id IN (SELECT hadm_id FROM read_parquet({index})), false) AS is_index
     FROM eligibility AS e
 )
 SELECT * EXCLUDE (first_failed),
