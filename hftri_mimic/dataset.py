@@ -29,13 +29,34 @@ MANIFEST_COLUMNS = [
     "ecg_time",
     "ecg_zarr",
     "ecg_row",
+    "ecg_signal_sha256",
     "echo_study_id",
     "echo_time",
     "echo_zarr",
     "echo_row",
+    "echo_clips_sha256",
     "n_views_present",
     "views_present",
 ]
+# Training views (train/data/): what the encoders read of each patient (no labels, each array's digest), and per
+# task the split rows with that task's label columns only.
+INPUT_COLUMNS = [
+    "subject_id",
+    "has_lab",
+    "has_ecg",
+    "has_echo",
+    "ecg_zarr",
+    "ecg_row",
+    "ecg_signal_sha256",
+    "echo_zarr",
+    "echo_row",
+    "echo_clips_sha256",
+    "n_views_present",
+]
+TASK_LABEL_COLUMNS = {
+    "diagnosis": ["prevalent_hf"],
+    "prognosis": ["prevalent_hf", "has_followup", "incident_hf", "followup_days"],
+}
 
 
 def assemble_manifest(
@@ -58,16 +79,22 @@ def assemble_manifest(
     )
     if ecg_index is not None:
         ecg = pl.read_parquet(ecg_index).select(
-            "subject_id", pl.col("zarr_path").alias("ecg_zarr"), pl.col("row").alias("ecg_row")
+            "subject_id",
+            pl.col("zarr_path").alias("ecg_zarr"),
+            pl.col("row").alias("ecg_row"),
+            pl.col("signal_sha256").alias("ecg_signal_sha256"),
         )
         manifest = manifest.join(ecg, on="subject_id", how="left")
     else:
-        manifest = manifest.with_columns(ecg_zarr=pl.lit(None, pl.String), ecg_row=pl.lit(None, pl.Int64))
+        manifest = manifest.with_columns(
+            ecg_zarr=pl.lit(None, pl.String), ecg_row=pl.lit(None, pl.Int64), ecg_signal_sha256=pl.lit(None, pl.String)
+        )
     if echo_index is not None:
         echo = pl.read_parquet(echo_index).select(
             "subject_id",
             pl.col("zarr_path").alias("echo_zarr"),
             pl.col("row").alias("echo_row"),
+            pl.col("clips_sha256").alias("echo_clips_sha256"),
             "n_views_present",
             "views_present",
         )
@@ -76,6 +103,7 @@ def assemble_manifest(
         manifest = manifest.with_columns(
             echo_zarr=pl.lit(None, pl.String),
             echo_row=pl.lit(None, pl.Int64),
+            echo_clips_sha256=pl.lit(None, pl.String),
             n_views_present=pl.lit(None, pl.Int64),
             views_present=pl.lit(None, pl.List(pl.String)),
         )
@@ -97,6 +125,26 @@ def assemble_manifest(
         int(manifest["has_followup"].sum()),
     )
     return manifest
+
+
+def write_training_views(
+    manifest: Path | str, splits: Path | str, inputs_out: Path | str, task_out: dict[str, Path | str]
+) -> None:
+    """The tables the training jobs read instead of the manifest and the splits (docs/RUNNING.md, "Changing a
+    criterion"): ``inputs_out`` (INPUT_COLUMNS: no labels, so a label criterion never re-encodes) and, for each
+    task of ``task_out``, that task's split rows with its label columns only (TASK_LABEL_COLUMNS), so that a
+    follow-up criterion leaves the diagnosis view unchanged and retrains no diagnosis model."""
+    patients = pl.read_parquet(manifest)
+    write_parquet_atomic(patients.select(INPUT_COLUMNS).sort("subject_id"), inputs_out)
+    split_rows = pl.read_parquet(splits)
+    for task, out in task_out.items():
+        view = (
+            split_rows.filter(pl.col("task") == task)
+            .join(patients.select("subject_id", *TASK_LABEL_COLUMNS[task]), on="subject_id", how="left")
+            .sort("repeat", "fold", "subject_id")
+        )
+        write_parquet_atomic(view, out)
+        log.info("training view %s: %d rows, %d patients", task, view.height, view["subject_id"].n_unique())
 
 
 def _bar(ax, names, values, title, ylabel="%"):

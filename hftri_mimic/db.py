@@ -78,4 +78,5 @@ def copy_to_parquet(
     options = f"FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {int(compression_level)}"
     con.execute(f"COPY ({query}) TO {sql_literal(str(tmp))} ({options})", params or {})
     tmp.replace(out)  # atomic: a killed job never leaves a half-written output under the final name
-    return con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(out))})").fetchone()[0]
+    # fetchall, not fetchone: it finishes the result, so the connection is free for the caller's next query
+    return con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(out))})").fetchall()[0][0]

@@ -27,6 +27,14 @@ Checks run in this fixed order and the first that fails names the exclusion:
 
 Checks 1-8 need only the header and file sizes; from 9 on only the first ``duration_s`` seconds of the
 12 leads are read, kept and checked.
+
+Measure once, select cheaply: checks 5, 12, 13 and 14 compare a measurement with a threshold
+(``THRESHOLDS``). ``measure_record`` runs every other check and returns the processed signal with its
+measurements whatever the thresholds; ``threshold_exclusion`` applies the thresholds to the measurements;
+``process_record`` is the two together. The workflow's shard jobs measure, and a cheap selection job
+applies the thresholds, so moving a threshold never re-reads a record. A record that fails a check after 5
+carries its sampling rate (``EcgExclusion.fs_in``), so that a rate below ``min_fs`` still names it
+``low_sampling_rate``, as the fixed order says.
 Preprocessing: FFT resampling (``scipy.signal.resample``) to ``target_fs`` when the rate differs, then
 Butterworth high-pass ``highpass_hz`` and low-pass ``lowpass_hz`` (order ``filter_order`` each), both
 zero-phase (``sosfiltfilt``). Cropping and standardisation belong to the model's input transform.
@@ -36,7 +44,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -81,6 +89,20 @@ EXCLUSION_REASONS: dict[str, str] = {
     "low_quality": "signal quality below threshold",
 }
 
+# The EcgSettings fields that only select records (``threshold_exclusion``); changing them re-reads nothing.
+THRESHOLDS: tuple[str, ...] = ("min_fs", "clip_fraction", "flat_std_mv", "quality_min")
+# What ``measure_record`` reports of every record it could read, whatever the thresholds.
+MEASUREMENTS: tuple[str, ...] = (
+    "fs_in",
+    "duration_in_s",
+    "min_lead_std_mv",
+    "flattest_lead",
+    "max_clip_fraction",
+    "max_clip_lead",
+    "quality",
+    "quality_score",
+)
+
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
 
 # neurokit2's zhao2018 levels, worst first; the index is the numeric score.
@@ -123,7 +145,11 @@ _UNIT_TO_MV = {"mv": 1.0, "v": 1000.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3}
 
 @dataclass(frozen=True)
 class EcgSettings:
-    """Everything that decides whether and how a record is processed (config ``ecg:``)."""
+    """Everything that decides whether and how a record is processed (config ``ecg:``).
+
+    ``THRESHOLDS`` name the fields that only select records (min_fs, clip_fraction, flat_std_mv,
+    quality_min); the others change the stored signal or its measurements.
+    """
 
     target_fs: int = 250
     duration_s: float = 10.0
@@ -165,9 +191,16 @@ class EcgSettings:
 
 
 class EcgExclusion(RecordExclusion):
-    """Raised for a record that must be excluded (e.g. 'lead aVL absent', 'fs 125 Hz < 250 Hz')."""
+    """Raised for a record that must be excluded (e.g. 'lead aVL absent', 'fs 125 Hz < 250 Hz').
+
+    ``fs_in``: the header's sampling rate when the failed check comes after check 5 (else None).
+    """
 
     reasons = EXCLUSION_REASONS
+
+    def __init__(self, reason: str, detail: str = "", fs_in: float | None = None) -> None:
+        super().__init__(reason, detail)
+        self.fs_in = fs_in
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.detail}" if self.detail else self.reason
@@ -179,18 +212,25 @@ class ProcessedEcg:
 
     signal: (12, n_samples) float32 mV, ST_MEM_LEADS order, resampled and filtered.
     fs_in, duration_in_s: the record's sampling rate and full length (header).
-    min_lead_std_mv: smallest raw std over the 12 leads (kept segment); max_clip_fraction: largest
-    fraction of a lead's samples at the ADC limits. quality: worst level over ``quality_leads``;
-    quality_score: its index in QUALITY_LEVELS (0 Unacceptable, 1 Barely acceptable, 2 Excellent).
+    min_lead_std_mv: smallest raw std over the 12 leads (kept segment), in lead ``flattest_lead``;
+    max_clip_fraction: largest fraction of a lead's samples at the ADC limits, in lead ``max_clip_lead``.
+    quality: worst level over ``quality_leads``; quality_score: its index in QUALITY_LEVELS
+    (0 Unacceptable, 1 Barely acceptable, 2 Excellent; NaN when not assessed).
     """
 
     signal: np.ndarray
     fs_in: float
     duration_in_s: float
     min_lead_std_mv: float
+    flattest_lead: str
     max_clip_fraction: float
+    max_clip_lead: str
     quality: str
     quality_score: float
+
+    def measurements(self) -> dict[str, float | str]:
+        """Everything but the signal: the values ``threshold_exclusion`` looks at, and more."""
+        return {name: getattr(self, name) for name in MEASUREMENTS}
 
 
 @dataclass(frozen=True)
@@ -198,7 +238,7 @@ class _RawEcg:
     signal_mv: np.ndarray  # (12, n_keep) float64 mV, ST_MEM_LEADS order, C-contiguous
     fs: float
     duration_s: float  # whole record (header)
-    max_clip_fraction: float
+    clip_fraction: np.ndarray  # (12,) share of each lead's samples at the ADC limits
 
 
 def lead_order(sig_names: Sequence[str]) -> list[int]:
@@ -276,9 +316,9 @@ def _read_digital(header: wfdb.Record, record_path: Path, n_keep: int, channels:
 
 
 def _read(record_path: Path | str, settings: EcgSettings) -> _RawEcg:
-    """Checks 1-12 of the module docstring and the read itself (see ``read_record``)."""
+    """Checks 1-4 and 6-11 of the module docstring and the read itself (see ``read_record``); the
+    thresholds (checks 5 and 12) are ``threshold_exclusion``'s."""
     record_path = Path(record_path)
-    record_dir = record_path.parent
     if not record_path.with_name(record_path.name + ".hea").is_file():
         raise EcgExclusion("missing_header")
     try:
@@ -308,11 +348,27 @@ def _read(record_path: Path | str, settings: EcgSettings) -> _RawEcg:
         calibration.append((float(gain), _UNIT_TO_MV[unit]))
 
     fs = float(header.fs)
-    if fs < settings.min_fs:
-        raise EcgExclusion("low_sampling_rate", f"fs {fs:g} Hz < {settings.min_fs} Hz")
+    try:
+        return _read_data(header, record_path, channels, fmts, calibration, fs, settings)
+    except EcgExclusion as exc:
+        exc.fs_in = fs  # check 5 comes first: the selection may rename this low_sampling_rate
+        raise
+
+
+def _read_data(
+    header: wfdb.Record,
+    record_path: Path,
+    channels: list[int],
+    fmts: list[str],
+    calibration: list[tuple[float, float]],
+    fs: float,
+    settings: EcgSettings,
+) -> _RawEcg:
+    """Checks 6-11 and the read itself, once the header is known to be usable."""
+    record_dir = record_path.parent
     n_keep = round(settings.duration_s * fs)
     sig_len = header.sig_len
-    if sig_len < n_keep:
+    if n_keep < 1 or sig_len < n_keep:
         raise EcgExclusion("too_short", f"{sig_len / fs:g} s < {settings.duration_s:g} s")
 
     needed_files = list(dict.fromkeys(header.file_name[c] for c in channels))
@@ -353,16 +409,7 @@ def _read(record_path: Path | str, settings: EcgSettings) -> _RawEcg:
     baseline = np.array([_field(header.baseline, c) or 0 for c in channels], dtype=np.int64)
     gain, unit_mv = np.array(calibration, dtype=np.float64).T
     signal_mv = (digital - baseline[:, None]) / gain[:, None] * unit_mv[:, None]
-    worst = int(np.argmax(clip_fraction))
-    if clip_fraction[worst] >= settings.clip_fraction:
-        detail = f"lead {ST_MEM_LEADS[worst]}: {clip_fraction[worst]:.1%} of samples at the ADC limits"
-        raise EcgExclusion("clipping", detail)
-    return _RawEcg(
-        signal_mv=signal_mv,
-        fs=fs,
-        duration_s=sig_len / fs,
-        max_clip_fraction=float(clip_fraction[worst]),
-    )
+    return _RawEcg(signal_mv=signal_mv, fs=fs, duration_s=sig_len / fs, clip_fraction=clip_fraction)
 
 
 def read_record(record_path: Path | str, settings: EcgSettings) -> tuple[np.ndarray, float, float]:
@@ -374,7 +421,10 @@ def read_record(record_path: Path | str, settings: EcgSettings) -> tuple[np.ndar
     Raises EcgExclusion (checks 1-12 of the module docstring).
     """
     raw = _read(record_path, settings)
-    return raw.signal_mv.T, raw.fs, raw.max_clip_fraction
+    exclusion = _sampling_rate_exclusion(raw.fs, settings) or _clipping_exclusion(raw.clip_fraction, settings)
+    if exclusion:
+        raise exclusion
+    return raw.signal_mv.T, raw.fs, float(raw.clip_fraction.max())
 
 
 @lru_cache(maxsize=16)
@@ -554,11 +604,12 @@ def signal_quality(signal: np.ndarray, settings: EcgSettings) -> tuple[str, floa
     return QUALITY_LEVELS[score], float(score)
 
 
-def process_record(record_path: Path | str, settings: EcgSettings) -> ProcessedEcg:
-    """Read, check, preprocess and grade one record (path without extension).
+def measure_record(record_path: Path | str, settings: EcgSettings) -> ProcessedEcg:
+    """Read, preprocess and measure one record (path without extension), whatever the thresholds.
 
-    Returns a ProcessedEcg (signal (12, n_samples) float32). Raises EcgExclusion in the order of the
-    module docstring; any unexpected error while reading becomes EcgExclusion('unreadable').
+    Returns a ProcessedEcg (signal (12, n_samples) float32 and its measurements). Raises EcgExclusion
+    for checks 1-4 and 6-11 of the module docstring, never for a threshold; any unexpected error while
+    reading or processing becomes EcgExclusion('unreadable').
     """
     try:
         raw = _read(record_path, settings)
@@ -566,22 +617,77 @@ def process_record(record_path: Path | str, settings: EcgSettings) -> ProcessedE
         raise
     except Exception as err:
         raise EcgExclusion("unreadable", type(err).__name__) from err
-    lead_std = raw.signal_mv.std(axis=1)
+    try:
+        lead_std = raw.signal_mv.std(axis=1)
+        signal = _preprocess_leads(raw.signal_mv, settings)
+        quality, score = signal_quality(signal, settings)
+    except Exception as err:  # e.g. a rate so low that the kept segment cannot be filtered
+        raise EcgExclusion("unreadable", f"processing: {type(err).__name__}", fs_in=raw.fs) from err
     flattest = int(np.argmin(lead_std))
-    if lead_std[flattest] < settings.flat_std_mv:
-        raise EcgExclusion(
-            "flat_lead", f"lead {ST_MEM_LEADS[flattest]}: std {lead_std[flattest]:.3g} mV < {settings.flat_std_mv:g} mV"
-        )
-    signal = _preprocess_leads(raw.signal_mv, settings)
-    quality, score = signal_quality(signal, settings)
-    if quality != NOT_ASSESSED and score < QUALITY_LEVELS.index(settings.quality_min):
-        raise EcgExclusion("low_quality", f"{quality} < {settings.quality_min}")
+    worst_clipped = int(np.argmax(raw.clip_fraction))
     return ProcessedEcg(
         signal=signal,
         fs_in=raw.fs,
         duration_in_s=raw.duration_s,
         min_lead_std_mv=float(lead_std[flattest]),
-        max_clip_fraction=raw.max_clip_fraction,
+        flattest_lead=ST_MEM_LEADS[flattest],
+        max_clip_fraction=float(raw.clip_fraction[worst_clipped]),
+        max_clip_lead=ST_MEM_LEADS[worst_clipped],
         quality=quality,
         quality_score=score,
     )
+
+
+def _sampling_rate_exclusion(fs_in: float | None, settings: EcgSettings) -> EcgExclusion | None:
+    if fs_in is not None and fs_in < settings.min_fs:
+        return EcgExclusion("low_sampling_rate", f"fs {fs_in:g} Hz < {settings.min_fs} Hz")
+    return None
+
+
+def _clipping_exclusion(clip_fraction: np.ndarray, settings: EcgSettings) -> EcgExclusion | None:
+    worst = int(np.argmax(clip_fraction))
+    if clip_fraction[worst] >= settings.clip_fraction:
+        detail = f"lead {ST_MEM_LEADS[worst]}: {clip_fraction[worst]:.1%} of samples at the ADC limits"
+        return EcgExclusion("clipping", detail)
+    return None
+
+
+def threshold_exclusion(measured: Mapping[str, Any], settings: EcgSettings) -> EcgExclusion | None:
+    """The first threshold a measured record fails (checks 5, 12, 13, 14 in that order), else None.
+
+    ``measured``: ``ProcessedEcg.measurements()`` or a row of the stage's measurements table.
+    """
+    if exclusion := _sampling_rate_exclusion(measured["fs_in"], settings):
+        return exclusion
+    if measured["max_clip_fraction"] >= settings.clip_fraction:
+        detail = f"lead {measured['max_clip_lead']}: {measured['max_clip_fraction']:.1%} of samples at the ADC limits"
+        return EcgExclusion("clipping", detail)
+    if measured["min_lead_std_mv"] < settings.flat_std_mv:
+        detail = (
+            f"lead {measured['flattest_lead']}: std {measured['min_lead_std_mv']:.3g} mV < {settings.flat_std_mv:g} mV"
+        )
+        return EcgExclusion("flat_lead", detail)
+    if measured["quality"] != NOT_ASSESSED and measured["quality_score"] < QUALITY_LEVELS.index(settings.quality_min):
+        return EcgExclusion("low_quality", f"{measured['quality']} < {settings.quality_min}")
+    return None
+
+
+def structural_exclusion(exclusion: EcgExclusion, settings: EcgSettings) -> EcgExclusion:
+    """The reason a record that failed a check after 5 gets: ``low_sampling_rate`` when its rate is below
+    ``min_fs`` (check 5 comes first), else its own."""
+    return _sampling_rate_exclusion(exclusion.fs_in, settings) or exclusion
+
+
+def process_record(record_path: Path | str, settings: EcgSettings) -> ProcessedEcg:
+    """Read, check, preprocess and grade one record (path without extension).
+
+    Returns a ProcessedEcg (signal (12, n_samples) float32). Raises EcgExclusion in the order of the
+    module docstring: ``measure_record`` followed by ``threshold_exclusion``.
+    """
+    try:
+        ecg = measure_record(record_path, settings)
+    except EcgExclusion as exc:
+        raise structural_exclusion(exc, settings) from exc
+    if exclusion := threshold_exclusion(ecg.measurements(), settings):
+        raise exclusion
+    return ecg

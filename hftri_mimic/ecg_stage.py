@@ -3,7 +3,12 @@
 
 Rules: ``ecg_shard_plan`` (a checkpoint: the shard count depends on the cohort) -> one ``ecg_shard`` job
 per shard (its own store, streamed record by record) -> ``ecg_collect`` (index, exclusions, counts).
-Every planned record ends up in exactly one of index (kept) or exclusions.
+
+Measure once, select cheaply: a shard job reads, processes and measures every record it can
+(``measure_record``) and stores the signal of each, whatever the thresholds (``ecg.THRESHOLDS``); the
+collect job applies the thresholds to the measurements. So a threshold change reruns the collect job
+only, while a processing change (rate, filters, duration, quality leads) reruns the shards. Every planned
+record ends up in exactly one of index (kept) or exclusions.
 """
 
 from __future__ import annotations
@@ -17,12 +22,23 @@ import polars as pl
 from tqdm import tqdm
 from zarr.codecs import BloscCodec
 
-from hftri_mimic.ecg import EXCLUSION_REASONS, ST_MEM_LEADS, EcgExclusion, EcgSettings, process_record
+from hftri_mimic.ecg import (
+    EXCLUSION_REASONS,
+    MEASUREMENTS,
+    ST_MEM_LEADS,
+    THRESHOLDS,
+    EcgExclusion,
+    EcgSettings,
+    measure_record,
+    structural_exclusion,
+    threshold_exclusion,
+)
 from hftri_mimic.storage import ShardWriter, plan_shards, shard_store, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
 PLAN_COLUMNS = ["subject_id", "ecg_study_id", "ecg_path", "shard"]
+# A shard's measured records (stored, whatever the thresholds) and the collected index of kept ones.
 INDEX_SCHEMA = {
     "subject_id": pl.Int64,
     "ecg_study_id": pl.Int64,
@@ -32,7 +48,9 @@ INDEX_SCHEMA = {
     "fs_in": pl.Float64,
     "duration_in_s": pl.Float64,
     "min_lead_std_mv": pl.Float64,
+    "flattest_lead": pl.String,
     "max_clip_fraction": pl.Float64,
+    "max_clip_lead": pl.String,
     "quality": pl.String,
     "quality_score": pl.Float64,
     "signal_sha256": pl.String,
@@ -47,6 +65,9 @@ EXCLUSION_SCHEMA = {
     "reason": pl.String,
     "detail": pl.String,
 }
+# A shard's unreadable records: the exclusion, and the sampling rate when the header gave one before the
+# failed check (the collect job names such a record low_sampling_rate when the rate is below min_fs).
+SHARD_EXCLUSION_SCHEMA = {**EXCLUSION_SCHEMA, "fs_in": pl.Float64}
 
 
 def settings_from_config(ecg_config: dict) -> EcgSettings:
@@ -54,6 +75,11 @@ def settings_from_config(ecg_config: dict) -> EcgSettings:
     fields = EcgSettings.__dataclass_fields__
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in ecg_config.items() if k in fields}
     return EcgSettings(**values)
+
+
+def processing_settings(settings: EcgSettings) -> dict:
+    """The settings that change a stored signal or its measurements (all but ``THRESHOLDS``)."""
+    return {k: v for k, v in asdict(settings).items() if k not in THRESHOLDS}
 
 
 def write_plan(cohort: Path | str, out: Path | str, shard_size: int) -> int:
@@ -74,19 +100,29 @@ def process_shard(
     ecg_root: Path | str,
     settings: EcgSettings,
     zarr_out: Path | str,
-    index_out: Path | str,
+    measured_out: Path | str,
     exclusions_out: Path | str,
     zarr_relpath: str,
     chunk: int = 32,
 ) -> dict:
-    """Read, check and preprocess the records of one shard; stream kept signals into its store."""
+    """Read, process and measure the records of one shard; stream every readable signal into its store.
+
+    The thresholds of ``settings`` are not looked at (``collect`` applies them). ``measured_out``: one row
+    per stored record (INDEX_SCHEMA); ``exclusions_out``: one row per unreadable record
+    (SHARD_EXCLUSION_SCHEMA).
+    """
     t0 = time.perf_counter()
     records = pl.read_parquet(plan).filter(pl.col("shard") == shard)
-    kept: list[dict] = []
+    measured: list[dict] = []
     excluded: list[dict] = []
     with shard_store(zarr_out) as group:
         group.attrs.update(
-            {"leads": list(ST_MEM_LEADS), "fs": settings.target_fs, "units": "mV", "settings": asdict(settings)}
+            {
+                "leads": list(ST_MEM_LEADS),
+                "fs": settings.target_fs,
+                "units": "mV",
+                "settings": processing_settings(settings),
+            }
         )
         writer = ShardWriter(
             group,
@@ -102,7 +138,7 @@ def process_shard(
         ):
             path = Path(ecg_root) / rec["ecg_path"]
             try:
-                ecg = process_record(path, settings)
+                ecg = measure_record(path, settings)
             except EcgExclusion as exc:
                 excluded.append(
                     {
@@ -111,72 +147,120 @@ def process_shard(
                         "path": rec["ecg_path"],
                         "reason": exc.reason,
                         "detail": exc.detail,
+                        "fs_in": exc.fs_in,
                     }
                 )
                 continue
             row = writer.append(ecg.signal)
-            kept.append(
+            measured.append(
                 {
                     "subject_id": rec["subject_id"],
                     "ecg_study_id": rec["ecg_study_id"],
                     "shard": shard,
                     "row": row,
                     "zarr_path": zarr_relpath,
-                    "fs_in": ecg.fs_in,
-                    "duration_in_s": ecg.duration_in_s,
-                    "min_lead_std_mv": ecg.min_lead_std_mv,
-                    "max_clip_fraction": ecg.max_clip_fraction,
-                    "quality": ecg.quality,
-                    "quality_score": ecg.quality_score,
+                    **ecg.measurements(),
                     "signal_sha256": writer.digest(ecg.signal),
                 }
             )
         writer.close()
-    if len(kept) + len(excluded) != records.height:
+    if len(measured) + len(excluded) != records.height:
         raise RuntimeError(
-            f"ECG shard {shard}: {records.height} records in, {len(kept)} kept + {len(excluded)} excluded"
+            f"ECG shard {shard}: {records.height} records in, {len(measured)} measured + {len(excluded)} unreadable"
         )
-    write_parquet_atomic(pl.DataFrame(kept, schema=INDEX_SCHEMA), index_out)
-    write_parquet_atomic(pl.DataFrame(excluded, schema=EXCLUSION_SCHEMA), exclusions_out)
+    write_parquet_atomic(pl.DataFrame(measured, schema=INDEX_SCHEMA), measured_out)
+    write_parquet_atomic(pl.DataFrame(excluded, schema=SHARD_EXCLUSION_SCHEMA), exclusions_out)
     seconds = time.perf_counter() - t0
     log.info(
-        "ECG shard %d: %d records in, %d kept, %d excluded, %.1f s (%.1f records/s)",
+        "ECG shard %d: %d records in, %d measured and stored, %d unreadable, %.1f s (%.1f records/s)",
         shard,
         records.height,
-        len(kept),
+        len(measured),
         len(excluded),
         seconds,
         records.height / max(seconds, 1e-9),
     )
-    return {"records": records.height, "kept": len(kept), "excluded": len(excluded), "seconds": seconds}
+    return {"records": records.height, "measured": len(measured), "excluded": len(excluded), "seconds": seconds}
+
+
+def select(
+    planned: pl.DataFrame, measured: pl.DataFrame, unreadable: pl.DataFrame, settings: EcgSettings
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Apply the thresholds: (index of kept records, exclusions) from the shards' tables.
+
+    A measured record is kept unless ``threshold_exclusion`` names a reason; an unreadable one keeps its
+    reason unless its sampling rate is below ``min_fs`` (check 5 comes first).
+    """
+    paths = dict(zip(planned["ecg_study_id"], planned["ecg_path"], strict=True))
+    kept, excluded = [], []
+    for rec in measured.iter_rows(named=True):
+        exclusion = threshold_exclusion(rec, settings)
+        if exclusion is None:
+            kept.append(rec)
+        else:
+            excluded.append(
+                {
+                    "subject_id": rec["subject_id"],
+                    "ecg_study_id": rec["ecg_study_id"],
+                    "path": paths[rec["ecg_study_id"]],
+                    "reason": exclusion.reason,
+                    "detail": exclusion.detail,
+                }
+            )
+    for rec in unreadable.iter_rows(named=True):
+        exclusion = structural_exclusion(EcgExclusion(rec["reason"], rec["detail"], rec["fs_in"]), settings)
+        excluded.append(
+            {**{k: rec[k] for k in EXCLUSION_SCHEMA}, "reason": exclusion.reason, "detail": exclusion.detail}
+        )
+    return pl.DataFrame(kept, schema=INDEX_SCHEMA), pl.DataFrame(excluded, schema=EXCLUSION_SCHEMA)
 
 
 def collect(
     plan: Path | str,
-    indexes: list[Path | str],
+    measured: list[Path | str],
     exclusions: list[Path | str],
+    settings: EcgSettings,
     index_out: Path | str,
     exclusions_out: Path | str,
 ) -> None:
-    """Concatenate the shard tables and check records in = kept + excluded, with nothing lost or doubled."""
+    """Join the shard tables, apply the thresholds and check records in = kept + excluded, with nothing
+    lost or doubled."""
     planned = pl.read_parquet(plan)
-    index = pl.concat([pl.read_parquet(p) for p in indexes]) if indexes else pl.DataFrame(schema=INDEX_SCHEMA)
-    excl = pl.concat([pl.read_parquet(p) for p in exclusions]) if exclusions else pl.DataFrame(schema=EXCLUSION_SCHEMA)
-    seen = pl.concat([index.select("ecg_study_id"), excl.select("ecg_study_id")])
+    measured_all = pl.concat([pl.read_parquet(p) for p in measured]) if measured else pl.DataFrame(schema=INDEX_SCHEMA)
+    unreadable = (
+        pl.concat([pl.read_parquet(p) for p in exclusions])
+        if exclusions
+        else pl.DataFrame(schema=SHARD_EXCLUSION_SCHEMA)
+    )
+    seen = pl.concat([measured_all.select("ecg_study_id"), unreadable.select("ecg_study_id")])
     if seen.height != planned.height or set(seen["ecg_study_id"]) != set(planned["ecg_study_id"]):
         raise RuntimeError(
-            f"ECG records do not reconcile: {planned.height} planned, {index.height} kept, {excl.height} excluded"
+            f"ECG records do not reconcile: {planned.height} planned, {measured_all.height} measured, "
+            f"{unreadable.height} unreadable"
         )
-    write_parquet_atomic(index.sort("subject_id"), index_out)
-    write_parquet_atomic(excl.sort("subject_id"), exclusions_out)
+    index, excl = select(planned, measured_all, unreadable, settings)
+    if index.height + excl.height != planned.height:
+        raise RuntimeError(f"ECG selection: {planned.height} records in, {index.height} kept + {excl.height} excluded")
+    write_parquet_atomic(index.sort("subject_id", "ecg_study_id"), index_out)
+    write_parquet_atomic(excl.sort("subject_id", "ecg_study_id"), exclusions_out)
     counts = excl.group_by("reason").len().sort("reason").rows()
     log.info(
-        "ECG: %d records in = %d kept + %d excluded (%s)",
+        "ECG: %d records in = %d kept + %d excluded (%s); thresholds %s",
         planned.height,
         index.height,
         excl.height,
         ", ".join(f"{reason}: {n}" for reason, n in counts) or "none",
+        ", ".join(f"{k}={getattr(settings, k)}" for k in THRESHOLDS),
     )
 
 
-__all__ = ["EXCLUSION_REASONS", "collect", "process_shard", "settings_from_config", "write_plan"]
+__all__ = [
+    "EXCLUSION_REASONS",
+    "MEASUREMENTS",
+    "collect",
+    "process_shard",
+    "processing_settings",
+    "select",
+    "settings_from_config",
+    "write_plan",
+]

@@ -100,7 +100,7 @@ def concept_files(names: tuple[str, ...] | list[str], folder: Path = SQL_FOLDER)
 
 def rule_code(script: Path, sql: tuple[str, ...] | list[str] = (), root: Path = REPO_ROOT) -> list[Path]:
     """Inputs for a rule running ``script``: the library files it imports and the SQL concepts it names."""
-    return [*library_files(Path(script), root), *concept_files(sql, root / "hftri_mimic" / "sql")]
+    return [*library_files(Path(script), root), *concept_files(sql, root / SQL_FOLDER.relative_to(REPO_ROOT))]
 
 
 __all__ = ["concept_files", "imported_modules", "library_files", "module_file", "rule_code"]

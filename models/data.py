@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -54,29 +55,97 @@ from models.config import MODALITIES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HFTriDataset", "collate", "make_loader", "read_labels", "seed_worker"]
+__all__ = ["DatasetFiles", "HFTriDataset", "collate", "make_loader", "read_labels", "seed_worker"]
 
 N_VIEWS = 11
 ECG_LEADS = 12
+FOLLOWUP_COLUMNS = ("has_followup", "incident_hf", "followup_days")
 
 
-def read_labels(out_dir: str | Path) -> pl.DataFrame:
+@dataclass(frozen=True)
+class DatasetFiles:
+    """The files a model reads, all under ``root`` (the workflow's ``out_dir``; Zarr paths are relative to it).
+
+    inputs: one row per patient with the modality locators (subject_id, has_lab/ecg/echo, ecg_zarr, ecg_row,
+        echo_zarr, echo_row, n_views_present): ``hftri/manifest.parquet``, or the training view
+        ``train/data/inputs.parquet`` (the same columns without the labels, plus each array's digest).
+    text: ``hftri/text.parquet`` (subject_id, text).
+    labels: the label columns (prevalent_hf; has_followup, incident_hf, followup_days), one or more rows per
+        patient: the manifest, or a task's training view ``train/data/{task}.parquet``, which holds only that
+        task's columns; None when no labels are needed (encoding).
+    splits: ``hftri/splits.parquet`` or a task's training view (subject_id, task, repeat, fold, split).
+
+    The workflow's training jobs read the views, so that a change that leaves a task's view unchanged retrains
+    nothing of that task (docs/RUNNING.md, "Changing a criterion").
+    """
+
+    root: Path
+    inputs: Path
+    text: Path
+    labels: Path | None
+    splits: Path | None
+
+    @classmethod
+    def of(cls, source: str | Path | DatasetFiles) -> DatasetFiles:
+        """``source`` itself, or the whole dataset of the out_dir ``source`` (``hftri/``)."""
+        if isinstance(source, DatasetFiles):
+            return source
+        root = Path(source)
+        manifest = root / "hftri/manifest.parquet"
+        return cls(root, manifest, root / "hftri/text.parquet", manifest, root / "hftri/splits.parquet")
+
+    @classmethod
+    def training_view(
+        cls, root: str | Path, inputs: str | Path, text: str | Path, task_view: str | Path | None
+    ) -> DatasetFiles:
+        """A training job's files: the inputs view, the lab text and (unless only encoding) a task's view."""
+        view = Path(task_view) if task_view is not None else None
+        return cls(Path(root), Path(inputs), Path(text), view, view)
+
+    @classmethod
+    def of_job(cls, root: str | Path, job_inputs: Mapping[str, Any]) -> DatasetFiles:
+        """The files a workflow job declared: the training views when its inputs name them (``inputs``, ``text``
+        and, for a training job, ``task_view``), else the whole dataset of ``root``."""
+        names = job_inputs.keys()  # a Snakemake Namedlist's `in` looks at its values, not its names
+        if "inputs" not in names:
+            return cls.of(root)
+        task_view = job_inputs["task_view"] if "task_view" in names else None
+        return cls.training_view(root, job_inputs["inputs"], job_inputs["text"], task_view)
+
+
+def read_labels(source: str | Path | DatasetFiles) -> pl.DataFrame:
     """subject_id, label (prevalent_hf 0/1), event (incident_hf 0/1, -1 without follow-up), time (follow-up days,
-    NaN without follow-up), has_followup — one row per manifest patient, sorted by subject_id."""
-    manifest = pl.read_parquet(Path(out_dir) / "hftri/manifest.parquet")
-    return manifest.select(
-        "subject_id",
-        pl.col("prevalent_hf").fill_null(False).cast(pl.Int64).alias("label"),
-        pl.when(pl.col("has_followup") & pl.col("incident_hf").is_not_null())
-        .then(pl.col("incident_hf").cast(pl.Int64))
-        .otherwise(-1)
-        .alias("event"),
-        pl.when(pl.col("has_followup"))
-        .then(pl.col("followup_days").cast(pl.Float32))
-        .otherwise(float("nan"))
-        .alias("time"),
-        pl.col("has_followup").fill_null(False),
-    ).sort("subject_id")
+    NaN without follow-up), has_followup — one row per patient of the labels file (an out_dir means its manifest),
+    sorted by subject_id. A labels file without the follow-up columns (the diagnosis view) gives every patient no
+    follow-up; without prevalent_hf (or no labels file) the label is -1."""
+    files = DatasetFiles.of(source)
+    if files.labels is None:
+        table = pl.read_parquet(files.inputs, columns=["subject_id"])
+    else:
+        table = pl.read_parquet(files.labels).unique("subject_id", keep="first", maintain_order=True)
+    if "prevalent_hf" in table.columns:
+        label = pl.col("prevalent_hf").fill_null(False).cast(pl.Int64)
+    else:
+        label = pl.lit(-1, pl.Int64)
+    if all(column in table.columns for column in FOLLOWUP_COLUMNS):
+        followup = [
+            pl.when(pl.col("has_followup") & pl.col("incident_hf").is_not_null())
+            .then(pl.col("incident_hf").cast(pl.Int64))
+            .otherwise(-1)
+            .alias("event"),
+            pl.when(pl.col("has_followup"))
+            .then(pl.col("followup_days").cast(pl.Float32))
+            .otherwise(float("nan"))
+            .alias("time"),
+            pl.col("has_followup").fill_null(False),
+        ]
+    else:
+        followup = [
+            pl.lit(-1, pl.Int64).alias("event"),
+            pl.lit(float("nan"), pl.Float32).alias("time"),
+            pl.lit(False).alias("has_followup"),
+        ]
+    return table.select("subject_id", label.alias("label"), *followup).sort("subject_id")
 
 
 def _tokenise(tokenizer, texts: Sequence[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +168,7 @@ class HFTriDataset(Dataset):
     """Patients of ``{out_dir}/hftri/`` (see the module docstring for the item layout and the decisions).
 
     out_dir: the workflow's ``out_dir`` (holds ``hftri/manifest.parquet``, ``hftri/text.parquet`` and the stores
-        named by the manifest's ``ecg_zarr`` / ``echo_zarr``, relative to it).
+        named by the manifest's ``ecg_zarr`` / ``echo_zarr``, relative to it), or the :class:`DatasetFiles` to read.
     subjects: the patients, in item order (e.g. one split of ``hftri/splits.parquet``); unknown ids are an error.
     tokenizer: the text encoder's WordPiece tokenizer (``TextEncoder.tokenizer``); needed when "lab" is used.
     train: training items (random ECG crop of ``ecg_crop`` samples per (seed, epoch, patient)) or evaluation
@@ -108,7 +177,7 @@ class HFTriDataset(Dataset):
 
     def __init__(
         self,
-        out_dir: str | Path,
+        out_dir: str | Path | DatasetFiles,
         subjects: Sequence[int],
         *,
         tokenizer=None,
@@ -128,7 +197,8 @@ class HFTriDataset(Dataset):
             raise ValueError("the lab modality needs the text encoder's tokenizer")
         if max_tokens < 2:
             raise ValueError(f"max_tokens must be >= 2 ([CLS] and [SEP]), got {max_tokens}")
-        self.out_dir = Path(out_dir)
+        files = DatasetFiles.of(out_dir)
+        self.out_dir = files.root
         self.modalities = tuple(m for m in MODALITIES if m in modalities)
         self.train = bool(train)
         self.seed = int(seed)
@@ -136,9 +206,9 @@ class HFTriDataset(Dataset):
         self.ecg_crop = int(ecg_crop)
         self.max_tokens = int(max_tokens)
 
-        manifest = pl.read_parquet(self.out_dir / "hftri/manifest.parquet")
-        texts = pl.read_parquet(self.out_dir / "hftri/text.parquet", columns=["subject_id", "text"])
-        labels = read_labels(self.out_dir)
+        manifest = pl.read_parquet(files.inputs).with_columns(_known=pl.lit(True))
+        texts = pl.read_parquet(files.text, columns=["subject_id", "text"])
+        labels = read_labels(files)
         wanted = pl.DataFrame({"subject_id": [int(s) for s in subjects]}, schema={"subject_id": pl.Int64})
         if wanted["subject_id"].n_unique() != wanted.height:
             raise ValueError("subjects contains duplicates")
@@ -149,9 +219,12 @@ class HFTriDataset(Dataset):
             .join(labels, on="subject_id", how="left")
             .sort("_order")
         )
-        missing = table.filter(pl.col("hadm_id").is_null())["subject_id"].to_list()
+        missing = table.filter(pl.col("_known").is_null())["subject_id"].to_list()
         if missing:
-            raise ValueError(f"{len(missing)} subjects are not in {self.out_dir / 'hftri/manifest.parquet'}")
+            raise ValueError(f"{len(missing)} subjects are not in {files.inputs}")
+        unlabelled = table.filter(pl.col("label").is_null())["subject_id"].to_list()
+        if unlabelled:
+            raise ValueError(f"{len(unlabelled)} subjects have no row in {files.labels}")
         has_text = table["text"].fill_null("").str.strip_chars().str.len_chars() > 0
         lab = has_text & (table["has_lab"].fill_null(False) if require_lab_values else True)
         ecg = table["has_ecg"].fill_null(False) & table["ecg_zarr"].is_not_null()

@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 from hftri_mimic.storage import write_text_atomic
 from models.config import DIRECTIONS, MODALITIES, SUBSETS, TASKS, direction_name, subset_mask
 from models.configuration import ModelConfig, TrainConfig
-from models.data import HFTriDataset
+from models.data import DatasetFiles, HFTriDataset
 from models.encoders.text import load_wordpiece_tokenizer
 from models.evaluation import direction_similarities, retrieval_predictions
 from models.factory import build_model
@@ -49,6 +49,8 @@ from models.features import FeatureStats, feature_dataset, feature_stats, save_a
 from models.train import TrainResult, predict, train
 
 log = logging.getLogger(__name__)
+
+SPLIT_COLUMNS = ("subject_id", "task", "repeat", "fold", "split")  # of hftri/splits.parquet and the task views
 
 __all__ = [
     "Experiment",
@@ -75,21 +77,23 @@ def split_subjects(splits: pl.DataFrame, task: str, split: str, repeat: int = 0,
 class Experiment:
     """What every run of a workflow shares: the dataset, the configurations and where runs keep checkpoints.
 
-    out_dir: the workflow's ``out_dir`` (``hftri/`` inside).
+    out_dir: the workflow's ``out_dir`` (``hftri/`` inside), or the :class:`models.data.DatasetFiles` to read (the
+        workflow passes a task's training view).
     features: the cached encoder vectors (:func:`models.features.load_or_encode`), or None to read raw records.
     work_dir: runs write ``work_dir/<run name>/``.
     """
 
-    out_dir: Path
+    out_dir: Path | DatasetFiles
     model_config: ModelConfig
     train_config: TrainConfig
     work_dir: Path
     features: Mapping[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
-        self.out_dir = Path(self.out_dir)
+        self.files = DatasetFiles.of(self.out_dir)
+        self.out_dir = self.files.root
         self.work_dir = Path(self.work_dir)
-        self.splits = pl.read_parquet(self.out_dir / "hftri/splits.parquet")
+        self.splits = pl.read_parquet(self.files.splits, columns=list(SPLIT_COLUMNS))
         if self.features is None and self.model_config.frozen:
             log.info("all encoders are frozen but no cached features were given: encoding on the fly")
         self._tokenizer = None
@@ -98,7 +102,7 @@ class Experiment:
     @classmethod
     def from_settings(
         cls,
-        out_dir: str | Path,
+        out_dir: str | Path | DatasetFiles,
         model: Mapping[str, Any],
         optim: Mapping[str, Any],
         work_dir: str | Path,
@@ -109,7 +113,7 @@ class Experiment:
         """An experiment from the workflow's config values (``model`` and ``train.optim`` blocks), with the cached
         encoder features read from ``features_path`` when given."""
         return cls(
-            out_dir=Path(out_dir),
+            out_dir=out_dir if isinstance(out_dir, DatasetFiles) else Path(out_dir),
             model_config=ModelConfig.from_dict(model),
             train_config=TrainConfig.from_dict({**optim, "threads": threads}),
             work_dir=Path(work_dir),
@@ -127,9 +131,9 @@ class Experiment:
         cached vectors are standardised with ``stats`` (from the run's training split)."""
         modalities = [m for m, used in zip(MODALITIES, subset_mask(subset), strict=True) if used]
         if self.features is not None:
-            return feature_dataset(self.features, self.out_dir, subjects, modalities, stats=stats)
+            return feature_dataset(self.features, self.files, subjects, modalities, stats=stats)
         return HFTriDataset(
-            self.out_dir,
+            self.files,
             subjects,
             tokenizer=self.tokenizer if "lab" in modalities else None,
             max_tokens=self.model_config.text.max_length,

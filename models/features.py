@@ -19,8 +19,10 @@ train-time random ECG crop (evaluation crops are averaged in training as well); 
 Cache key: SHA-256 of a JSON description of (a) each encoder's configuration (BERT config, pooling, max_length,
 tokenizer vocabulary and case; ``STMEMConfig`` and ``EchoEncoderConfig`` fields other than ``unfreeze_layers``,
 ``checkpoint`` (the path; the weights are hashed) and ``proj_dim``), (b) a digest of each encoder's state dict
-without its projection, and (c) content digests of ``hftri/manifest.parquet``, ``hftri/text.parquet`` and every
-file of every Zarr store the manifest names.  The file is ``{cache_dir}/features-<key[:24]>.pt`` (+ a ``.json``
+without its projection, and (c) content digests of the inputs table and ``hftri/text.parquet``, plus every file of
+every Zarr store the table names unless the table carries each patient's array digest (the workflow's training inputs
+view ``train/data/inputs.parquet`` does, and holds no labels: a label criterion never re-encodes).
+The file is ``{cache_dir}/features-<key[:24]>.pt`` (+ a ``.json``
 with the description); it is written atomically, so concurrent jobs computing the same cache are safe.
 """
 
@@ -43,7 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from models.config import MODALITIES, subset_mask
-from models.data import HFTriDataset, make_loader, read_labels
+from models.data import DatasetFiles, HFTriDataset, make_loader, read_labels
 
 log = logging.getLogger(__name__)
 
@@ -132,21 +134,30 @@ def encoder_description(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def data_description(out_dir: str | Path) -> dict[str, str]:
-    """Content digests of the dataset files the cache reads (manifest, lab text, every referenced Zarr store)."""
-    out = Path(out_dir)
-    manifest = pl.read_parquet(out / "hftri/manifest.parquet", columns=["ecg_zarr", "echo_zarr"])
-    stores = sorted(set(manifest["ecg_zarr"].drop_nulls()) | set(manifest["echo_zarr"].drop_nulls()))
-    files = ["hftri/manifest.parquet", "hftri/text.parquet", *stores]
-    return {name: file_digest(out / name) for name in files}
+# Columns of the training inputs view that hold a digest of each patient's stored array (hftri_mimic.dataset).
+ARRAY_DIGESTS = ("ecg_signal_sha256", "echo_clips_sha256")
 
 
-def cache_key(model: nn.Module, out_dir: str | Path) -> tuple[str, dict[str, Any]]:
-    """(hex key, description) of the feature cache for ``model``'s encoders over ``out_dir``'s dataset."""
+def data_description(source: str | Path | DatasetFiles) -> dict[str, str]:
+    """Content digests of what the cache reads: the inputs table (the manifest, or the training inputs view,
+    which holds no labels), the lab text, and every referenced Zarr store unless the inputs table carries a
+    digest of each patient's array (then the table's digest covers them, and the stores are not re-read)."""
+    files = DatasetFiles.of(source)
+    inputs = pl.read_parquet(files.inputs)
+    described = {"inputs": file_digest(files.inputs), "text": file_digest(files.text)}
+    if all(column in inputs.columns for column in ARRAY_DIGESTS):
+        return described
+    stores = sorted(set(inputs["ecg_zarr"].drop_nulls()) | set(inputs["echo_zarr"].drop_nulls()))
+    return described | {name: file_digest(files.root / name) for name in stores}
+
+
+def cache_key(model: nn.Module, source: str | Path | DatasetFiles) -> tuple[str, dict[str, Any]]:
+    """(hex key, description) of the feature cache for ``model``'s encoders over the dataset of ``source`` (an
+    out_dir or :class:`models.data.DatasetFiles`)."""
     description = {
         "format": CACHE_FORMAT,
         "encoders": encoder_description(model),
-        "data": data_description(out_dir),
+        "data": data_description(source),
     }
     blob = json.dumps(description, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest(), description
@@ -257,7 +268,7 @@ def save_atomic(obj: Any, path: str | Path) -> None:
 
 def load_or_encode(
     model: nn.Module,
-    out_dir: str | Path,
+    out_dir: str | Path | DatasetFiles,
     cache_dir: str | Path,
     *,
     batch_size: int = 8,
@@ -277,9 +288,10 @@ def load_or_encode(
             log.info("feature cache hit: %s", path)
             return {k: v for k, v in cached.items() if k != "key"}, path
         log.warning("feature cache %s holds another key; encoding again", path)
-    subjects = read_labels(out_dir)["subject_id"].to_list()
+    files = DatasetFiles.of(out_dir)
+    subjects = pl.read_parquet(files.inputs, columns=["subject_id"])["subject_id"].sort().to_list()
     dataset = HFTriDataset(
-        out_dir,
+        dataclasses.replace(files, labels=None),
         subjects,
         tokenizer=model.text.tokenizer,
         max_tokens=model.text.max_length,
@@ -373,7 +385,7 @@ def feature_stats(features: Mapping[str, Tensor], subjects: Sequence[int], *, ep
 
 def feature_dataset(
     features: Mapping[str, Tensor],
-    out_dir: str | Path,
+    out_dir: str | Path | DatasetFiles,
     subjects: Sequence[int],
     modalities: Sequence[str] = MODALITIES,
     *,

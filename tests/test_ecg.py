@@ -19,12 +19,16 @@ from hftri_mimic.demo.ecg import MIMIC_LEADS, synth_ecg, write_mimic_ecg_record
 from hftri_mimic.ecg import (
     EXCLUSION_REASONS,
     ST_MEM_LEADS,
+    THRESHOLDS,
     EcgExclusion,
     EcgSettings,
     lead_order,
+    measure_record,
     process_record,
     read_record,
     signal_quality,
+    structural_exclusion,
+    threshold_exclusion,
 )
 
 with warnings.catch_warnings():
@@ -201,6 +205,44 @@ def test_8_second_record_is_too_short(tmp_path):
 def test_200_hz_record_has_a_low_sampling_rate(tmp_path):
     error = excluded(write(tmp_path, synth(0, fs=200), fs=200))
     assert error.reason == "low_sampling_rate" and "200" in error.detail
+
+
+def test_a_low_rate_names_the_exclusion_before_a_later_check(tmp_path):
+    """Check 5 (rate) comes before check 6 (length): a short 100 Hz record is low_sampling_rate, also when
+    the threshold is applied after measuring, as the workflow does."""
+    record = write(tmp_path, synth(0, fs=100, seconds=5.0), fs=100)
+    assert excluded(record).reason == "low_sampling_rate"
+    with pytest.raises(EcgExclusion) as info:
+        measure_record(record, DEFAULT)
+    assert info.value.reason == "too_short" and info.value.fs_in == 100
+    assert structural_exclusion(info.value, DEFAULT).reason == "low_sampling_rate"
+    assert structural_exclusion(info.value, EcgSettings(min_fs=100)).reason == "too_short"
+
+
+def test_thresholds_only_select_measured_records(tmp_path):
+    """measure_record stores what the thresholds look at and ignores the thresholds themselves;
+    process_record is measure_record followed by threshold_exclusion."""
+    signal = synth(0)
+    signal[:, MIMIC_LEADS.index("V4")] = 0.3
+    record = write(tmp_path, signal)
+    strict = EcgSettings(flat_std_mv=0.01)
+    loose = EcgSettings(flat_std_mv=0.0)
+    measured = measure_record(record, strict)
+    np.testing.assert_array_equal(measured.signal, measure_record(record, loose).signal)
+    np.testing.assert_array_equal(measured.signal, process_record(record, loose).signal)
+    assert measured.flattest_lead == "V4" and measured.min_lead_std_mv < 1e-6
+    assert threshold_exclusion(measured.measurements(), strict).reason == "flat_lead"
+    assert threshold_exclusion(measured.measurements(), loose) is None
+    # every threshold is a settings field, and none changes what is measured
+    assert set(THRESHOLDS) <= set(EcgSettings.__dataclass_fields__)
+    varied = EcgSettings(min_fs=100, clip_fraction=0.5, flat_std_mv=0.5, quality_min="Excellent")
+    assert measure_record(record, varied).measurements() == measured.measurements()
+
+
+def test_the_workflow_passes_the_thresholds_to_the_collect_job_only():
+    common = (Path(__file__).parents[1] / "workflow/rules/common.smk").read_text()
+    line = next(line for line in common.splitlines() if line.startswith("ECG_THRESHOLDS"))
+    assert tuple(eval(line.split("=", 1)[1])) == THRESHOLDS
 
 
 def test_wfdb_missing_samples_are_nan(tmp_path):

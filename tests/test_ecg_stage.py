@@ -130,10 +130,34 @@ def test_each_ecg_defect_is_excluded_with_its_reason_and_counts_reconcile(tmp_pa
     excluded = set(exclusions["subject_id"]) | echo_excluded
     assert attrition["n_subjects"][-1] == cohort.height - len(excluded)
 
-    # Kept signals are in the store at the indexed row, in ST-MEM lead order, 250 Hz x 10 s.
+    # Kept signals are in the store at the indexed row, in ST-MEM lead order, 250 Hz x 10 s. The store holds
+    # every measured record (kept or excluded by a threshold), so that a threshold change re-reads nothing.
     first = index.row(0, named=True)
     store = zarr.open_group(str(out / first["zarr_path"]), mode="r")
     assert store.attrs["leads"] == list(ST_MEM_LEADS)
-    n_rows = index.filter(pl.col("shard") == first["shard"]).height
-    assert store["ecg"].shape == (n_rows, 12, 2500) and store["ecg"].dtype == np.float32
+    assert not set(store.attrs["settings"]) & {"min_fs", "clip_fraction", "flat_std_mv", "quality_min"}
+    measured = pl.read_parquet(out / f"ecg/shards/{first['shard']}.measured.parquet")
+    assert store["ecg"].shape == (measured.height, 12, 2500) and store["ecg"].dtype == np.float32
     assert np.isfinite(store["ecg"][first["row"]]).all()
+
+    # Loosen every threshold: only the collect job reruns, and the records the thresholds excluded come back
+    # with their stored signals; the structural defects stay excluded.
+    shards = sorted((out / "ecg/shards").glob("*.measured.parquet"))
+    shard_times = [p.stat().st_mtime_ns for p in shards]
+    loose = {"min_fs": 50, "clip_fraction": 1.0, "flat_std_mv": 0.0, "quality_min": "Unacceptable"}
+    write_config(tmp_path, demo=SMALL_DEMO, ecg={"shard_size": 8, **loose})
+    snakemake(tmp_path, "--cores", "2", "results/ecg/index.parquet")
+    assert [p.stat().st_mtime_ns for p in shards] == shard_times, "a threshold change reran a shard job"
+    loose_index = pl.read_parquet(out / "ecg/index.parquet")
+    loose_reasons = dict(pl.read_parquet(out / "ecg/exclusions.parquet").select("ecg_study_id", "reason").rows())
+    thresholded = {"low_sampling_rate", "clipping", "flat_lead", "low_quality"}
+    for study, kind in injected.items():
+        if kind in thresholded:
+            assert study in set(loose_index["ecg_study_id"]), f"{kind} record still excluded with loose thresholds"
+        else:
+            assert loose_reasons.get(study) == kind, f"{kind} record: {loose_reasons.get(study, 'kept')}"
+    back = loose_index.filter(pl.col("ecg_study_id").is_in([s for s, k in injected.items() if k in thresholded]))
+    for rec in back.iter_rows(named=True):
+        signal = zarr.open_group(str(out / rec["zarr_path"]), mode="r")["ecg"][rec["row"]]
+        assert signal.shape == (12, 2500) and np.isfinite(signal).all()
+    assert loose_index.join(index, on="ecg_study_id").filter(pl.col("row") != pl.col("row_right")).is_empty()

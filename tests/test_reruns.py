@@ -179,6 +179,46 @@ def test_an_ecg_threshold_that_changes_no_kept_record_retrains_nothing(trained_r
     assert planned_rules(snakemake(workdir, "-n", "--cores", "2", "all")) == set()
 
 
+def planned_jobs(proc: subprocess.CompletedProcess) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run lists ('' for a job without wildcards)."""
+    jobs, rule = set(), None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):$", line):
+            if rule:
+                jobs.add((rule, ""))
+            rule = match.group(1)
+        elif rule and (match := re.match(r"^\s+wildcards: (.*)$", line)):
+            jobs.add((rule, match.group(1)))
+            rule = None
+        elif rule and not line.strip():
+            jobs.add((rule, ""))
+            rule = None
+    return jobs
+
+
+@pytest.mark.slow
+def test_a_followup_criterion_retrains_prognosis_only(trained_run, tmp_path):
+    """The follow-up bound changes who has follow-up, not the diagnosis labels or splits: after `snakemake dataset`,
+    `snakemake all` retrains the prognosis models and nothing of diagnosis, retrieval or the encoder features."""
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    workdir = copy_run(
+        trained_run, tmp_path / "copy", labels__followup_min_days=2 * config["labels"]["followup_min_days"]
+    )
+    views = ("train/data/inputs.parquet", "train/data/diagnosis.parquet", "train/data/prognosis.parquet")
+    before = file_bytes(workdir, *views)
+    snakemake(workdir, "--cores", "2", "dataset")
+    after = file_bytes(workdir, *views)
+    assert after["train/data/prognosis.parquet"] != before["train/data/prognosis.parquet"], (
+        "the follow-up change moved no patient here: pick a larger bound"
+    )
+    assert {name: after[name] for name in views[:2]} == {name: before[name] for name in views[:2]}
+    jobs = planned_jobs(snakemake(workdir, "-n", "--cores", "2", "all"))
+    trained = {wildcards for rule, wildcards in jobs if rule == "train_model"}
+    assert trained and all(w.startswith("task=prognosis") for w in trained), trained
+    assert not {rule for rule, _ in jobs} & {"encoder_features", "train_retrieval", "evaluate_diagnosis"}
+    assert "evaluate_prognosis" in {rule for rule, _ in jobs}
+
+
 def test_the_benchmarks_no_op_age_bound_has_no_admission_between():
     def ages(*values: int | None) -> pl.DataFrame:
         return pl.DataFrame({"age": list(values)}, schema={"age": pl.Int64})

@@ -115,6 +115,32 @@ def test_every_dataset_table_holds_the_manifest_patients(demo_run):
     assert patients < index_patients, "the small demo loses some index patients to the ECG/echo stages"
 
 
+def test_training_views_hold_each_task_its_own_columns(demo_run):
+    """The training jobs read views: the encoders' inputs without labels, and per task its split rows with its own
+    label columns, so that a criterion of one task leaves the other's view byte for byte as it was."""
+    out = demo_run / "results"
+    manifest = pl.read_parquet(out / "hftri/manifest.parquet")
+    splits = pl.read_parquet(out / "hftri/splits.parquet")
+    inputs = pl.read_parquet(out / "train/data/inputs.parquet")
+    assert inputs["subject_id"].to_list() == sorted(manifest["subject_id"])
+    assert not {"prevalent_hf", "incident_hf", "has_followup", "followup_days"} & set(inputs.columns)
+    ecg = pl.read_parquet(out / "ecg/index.parquet").select("subject_id", "signal_sha256")
+    digests = inputs.join(ecg, on="subject_id", how="left")
+    assert (digests["ecg_signal_sha256"].eq_missing(digests["signal_sha256"])).all()
+    assert inputs["ecg_signal_sha256"].drop_nulls().len() == inputs["has_ecg"].sum() > 0
+    assert inputs["echo_clips_sha256"].drop_nulls().len() == inputs["has_echo"].sum() > 0
+    for task, labels in {"diagnosis": {"prevalent_hf"}, "prognosis": {"has_followup", "incident_hf"}}.items():
+        view = pl.read_parquet(out / f"train/data/{task}.parquet")
+        own = splits.filter(task=task)
+        assert view.select(own.columns).sort(own.columns).equals(own.sort(own.columns)), task
+        assert labels <= set(view.columns)
+        checked = view.join(manifest, on="subject_id", suffix="_manifest")
+        for column in labels:
+            assert checked[column].eq_missing(checked[f"{column}_manifest"]).all(), (task, column)
+    diagnosis = pl.read_parquet(out / "train/data/diagnosis.parquet")
+    assert not {"has_followup", "incident_hf", "followup_days"} & set(diagnosis.columns)
+
+
 def rerun_plan(demo_run, tmp_path, **overrides) -> set[str]:
     """Rules a dry run would execute after changing config values in a copy of the finished run."""
     workdir = tmp_path / "copy"
@@ -134,7 +160,7 @@ def rerun_plan(demo_run, tmp_path, **overrides) -> set[str]:
 # jobs, which are only known once the new plans exist.
 SIGNALS = {"ecg_shard_plan", "ecg_collect", "echo_shard_plan", "echo_collect"}
 # what any cohort or label change reaches
-FINAL = {"attrition", "manifest", "splits", "text_tokens", "datasheet", "dataset"}
+FINAL = {"attrition", "manifest", "splits", "training_views", "text_tokens", "datasheet", "dataset"}
 LABELS = {"followup", "cohort"}
 EHR = {"lab_values", "omr_measures", "history_groups", "drug_classes", "lab_text", "demo_tokenizer", "text_tokens"}
 
@@ -169,13 +195,17 @@ def test_config_resaved_with_other_key_order_plans_nothing(demo_run, tmp_path):
         ({"labels__censor_at_death": True}, LABELS | FINAL),
         ({"labels__prevalent_lookback_days": 365}, {"prevalent_hf"} | LABELS | FINAL),
         ({"labels__hf_codes": "charlson"}, {"hf_admissions", "prevalent_hf"} | LABELS | FINAL),
-        ({"ecg__quality_min": "Excellent"}, {"ecg_shard", "ecg_collect"} | FINAL),
+        # thresholds apply to the shards' stored measurements: no shard reruns
+        ({"ecg__quality_min": "Excellent"}, {"ecg_collect"} | FINAL),
+        ({"ecg__clip_fraction": 0.02}, {"ecg_collect"} | FINAL),
+        # processing reruns the shards
+        ({"ecg__lowpass_hz": 35.0}, {"ecg_shard", "ecg_collect"} | FINAL),
         ({"echo__mask_min_std": 4.0}, {"view_classifier_demo", "echo_shard", "echo_collect"} | FINAL),
         (
             {"dataset__drugs_before_admission": True},
             {"drug_classes", "lab_text", "demo_tokenizer", "text_tokens", "datasheet", "dataset"},
         ),
-        ({"dataset__splits": {"seed": 1}}, {"splits", "datasheet", "dataset"}),
+        ({"dataset__splits": {"seed": 1}}, {"splits", "training_views", "datasheet", "dataset"}),
         ({"cohort__min_age": 21}, {"index_admissions", "prevalent_hf"} | LABELS | SIGNALS | EHR | FINAL),
         (
             {"cohort__lab_itemids": base_config()["cohort"]["lab_itemids"][:-1]},
@@ -186,6 +216,7 @@ def test_config_resaved_with_other_key_order_plans_nothing(demo_run, tmp_path):
             {"ecg_admissions", "index_admissions", "prevalent_hf"} | LABELS | SIGNALS | EHR | FINAL,
         ),
     ],
+    ids=lambda value: next(iter(value)) if isinstance(value, dict) else "plan",
 )
 def test_changing_a_criterion_reruns_only_what_depends_on_it(demo_run, tmp_path, change, expected):
     assert rerun_plan(demo_run, tmp_path, **change) == expected

@@ -85,14 +85,14 @@ def run_stage(root: str, plan: str) -> dict:
             root,
             EcgSettings(),
             out / "0.zarr",
-            out / "0.index.parquet",
+            out / "0.measured.parquet",
             out / "0.exclusions.parquet",
             "ecg/shards/0.zarr",
         )
         seconds = time.perf_counter() - t0
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return {"seconds": seconds, "records": stats["records"], "kept": stats["kept"]}
+    return {"seconds": seconds, "records": stats["records"], "measured": stats["measured"]}
 
 
 def measure(mode: str, root: Path, plan: Path) -> dict:

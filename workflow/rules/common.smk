@@ -144,6 +144,16 @@ def ecg_source_files(wildcards):
     return [OUT / "source/ecg/files"] if IS_DEMO else []
 
 
+# hftri_mimic.ecg.THRESHOLDS (not imported: that module loads wfdb and scipy; a test keeps the two equal).
+ECG_THRESHOLDS = ("min_fs", "clip_fraction", "flat_std_mv", "quality_min")
+
+
+def ecg_processing_settings():
+    """The ecg settings a shard job uses: not the shard size (the plan's) nor the thresholds (the collect
+    job's), so that moving a threshold reruns no shard."""
+    return {k: v for k, v in config["ecg"].items() if k != "shard_size" and k not in ECG_THRESHOLDS}
+
+
 def ecg_settings():
     """The ecg block without the shard size (which changes the plan, not the per-record processing)."""
     return {k: v for k, v in config["ecg"].items() if k != "shard_size"}
@@ -243,9 +253,17 @@ def datasheet_inputs(wildcards):
 
 
 def dataset_outputs():
-    return [OUT / f"hftri/{name}.parquet" for name in ("manifest", "labs", "text", "splits", "attrition")] + [
-        OUT / "hftri/DATASHEET.md"
-    ]
+    return (
+        [OUT / f"hftri/{name}.parquet" for name in ("manifest", "labs", "text", "splits", "attrition")]
+        + [OUT / "hftri/DATASHEET.md"]
+        + training_view_files()
+    )
+
+
+def training_view_files():
+    """The training jobs' views (rule training_views), built with the dataset so that `snakemake dataset` followed
+    by `snakemake all` compares them by checksum before retraining (docs/RUNNING.md, Changing a criterion)."""
+    return [OUT / f"train/data/{name}.parquet" for name in ("inputs", "diagnosis", "prognosis")]
 
 
 def deep_merge(base, overrides):
@@ -276,7 +294,8 @@ def features_cached(variant=None):
     return all(model[part].get("unfreeze_layers", 2) == 0 for part in ("text", "ecg", "echo"))
 
 
-def training_data_inputs(wildcards):
+def dataset_inputs(wildcards):
+    """The whole dataset (manifest, lab text, splits, vocabulary, signal indexes), for jobs reading both tasks."""
     inputs = {name: OUT / f"hftri/{name}.parquet" for name in ("manifest", "text", "splits")}
     inputs["vocab"] = tokenizer_folder() / "vocab.txt"
     inputs["ecg"] = ecg_outputs()
@@ -284,8 +303,21 @@ def training_data_inputs(wildcards):
     return inputs
 
 
+def encoder_inputs(wildcards):
+    """What the frozen encoders read: the inputs view (locators and array digests, no labels), the lab text and the
+    vocabulary. The Zarr stores are not Snakemake files; their content reaches the view through its digests."""
+    return {
+        "inputs": OUT / "train/data/inputs.parquet",
+        "text": OUT / "hftri/text.parquet",
+        "vocab": tokenizer_folder() / "vocab.txt",
+    }
+
+
 def training_inputs(wildcards):
-    inputs = training_data_inputs(wildcards)
+    """A training job's inputs: the encoders' and its task's view (retrieval trains on the diagnosis splits)."""
+    inputs = encoder_inputs(wildcards)
+    task = wildcards.get("task", "diagnosis")
+    inputs["task_view"] = OUT / f"train/data/{task}.parquet"
     if features_cached(wildcards.get("variant")):
         inputs["features"] = OUT / "train/features.pt"
     return inputs
@@ -420,7 +452,9 @@ def explain_tasks():
 
 
 def explain_inputs(wildcards):
-    inputs = training_inputs(wildcards)
+    inputs = dataset_inputs(wildcards)
+    if features_cached():
+        inputs["features"] = OUT / "train/features.pt"
     for task in explain_tasks():
         inputs[f"summary_{task}"] = OUT / f"train/{task}/lab+ecg+echo/summary.json"
     return inputs

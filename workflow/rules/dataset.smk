@@ -153,7 +153,7 @@ rule lab_text:
 
 rule demo_tokenizer:
     input:
-        OUT / "dataset/text_raw.parquet",
+        texts=OUT / "dataset/text_raw.parquet",
         code=library_code("demo_tokenizer.py"),
     output:
         OUT / "text/tokenizer/vocab.txt",
@@ -205,7 +205,7 @@ rule text_tokens:
 
 rule splits:
     input:
-        OUT / "hftri/manifest.parquet",
+        manifest=OUT / "hftri/manifest.parquet",
         code=library_code("splits.py"),
     output:
         OUT / "hftri/splits.parquet",
@@ -223,6 +223,29 @@ rule splits:
         "../../envs/curation.yaml"
     script:
         "../scripts/splits.py"
+
+
+rule training_views:
+    input:
+        manifest=OUT / "hftri/manifest.parquet",
+        splits=OUT / "hftri/splits.parquet",
+        code=library_code("training_views.py"),
+    output:
+        inputs=OUT / "train/data/inputs.parquet",
+        diagnosis=OUT / "train/data/diagnosis.parquet",
+        prognosis=OUT / "train/data/prognosis.parquet",
+    log:
+        OUT / "logs/dataset/training_views.log",
+    benchmark:
+        OUT / "benchmarks/dataset/training_views.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,  # minutes
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/training_views.py"
 
 
 rule datasheet:

@@ -31,13 +31,13 @@ rule ecg_shard:
         code=library_code("ecg_shard.py"),
     output:
         store=directory(OUT / "ecg/shards/{shard}.zarr"),
-        index=OUT / "ecg/shards/{shard}.index.parquet",
+        measured=OUT / "ecg/shards/{shard}.measured.parquet",
         exclusions=OUT / "ecg/shards/{shard}.exclusions.parquet",
     wildcard_constraints:
         shard=r"\d+",
     params:
         ecg_root=source_roots()["ecg"],
-        settings=ecg_settings(),
+        settings=ecg_processing_settings(),
         zarr_relpath="ecg/shards/{shard}.zarr",
     log:
         OUT / "logs/ecg/shard_{shard}.log",
@@ -56,12 +56,15 @@ rule ecg_shard:
 rule ecg_collect:
     input:
         plan=OUT / "ecg/plan.parquet",
-        indexes=ecg_shard_outputs("index"),
+        measured=ecg_shard_outputs("measured"),
         exclusions=ecg_shard_outputs("exclusions"),
         code=library_code("ecg_collect.py"),
     output:
         index=OUT / "ecg/index.parquet",
         exclusions=OUT / "ecg/exclusions.parquet",
+    params:
+        # The thresholds apply here, to the shards' measurements (the rest of the block: see ecg_shard).
+        settings=ecg_settings(),
     log:
         OUT / "logs/ecg/collect.log",
     benchmark:

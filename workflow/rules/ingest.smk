@@ -4,7 +4,7 @@
 
 rule ingest_table:
     input:
-        lambda wildcards: source_file(wildcards.table),
+        source=lambda wildcards: source_file(wildcards.table),
         code=library_code("ingest_table.py"),
     output:
         table=OUT / "parquet/{table}.parquet",

@@ -95,13 +95,13 @@ rule ptbxl_ecg_shard:
         code=library_code("ecg_shard.py"),
     output:
         store=directory(PTB / "ecg/shards/{shard}.zarr"),
-        index=PTB / "ecg/shards/{shard}.index.parquet",
+        measured=PTB / "ecg/shards/{shard}.measured.parquet",
         exclusions=PTB / "ecg/shards/{shard}.exclusions.parquet",
     wildcard_constraints:
         shard=r"\d+",
     params:
         ecg_root=ptbxl_root(),
-        settings=ecg_settings(),
+        settings=ecg_processing_settings(),
         zarr_relpath="ecg/shards/{shard}.zarr",  # relative to {out_dir}/ptbxl, the dataset's root
     log:
         OUT / "logs/ptbxl/ecg_shard_{shard}.log",
@@ -120,12 +120,14 @@ rule ptbxl_ecg_shard:
 rule ptbxl_ecg_collect:
     input:
         plan=PTB / "ecg/plan.parquet",
-        indexes=ptbxl_ecg_shard_outputs("index"),
+        measured=ptbxl_ecg_shard_outputs("measured"),
         exclusions=ptbxl_ecg_shard_outputs("exclusions"),
         code=library_code("ecg_collect.py"),
     output:
         index=PTB / "ecg/index.parquet",
         exclusions=PTB / "ecg/exclusions.parquet",
+    params:
+        settings=ecg_settings(),  # the thresholds apply here, to the shards' measurements
     log:
         OUT / "logs/ptbxl/ecg_collect.log",
     benchmark:
@@ -169,7 +171,7 @@ rule ptbxl_dataset:
 
 rule ptbxl_tokenizer:
     input:
-        PTB / "dataset/text_raw.parquet",
+        texts=PTB / "dataset/text_raw.parquet",
         code=library_code("ptbxl_tokenizer.py"),
     output:
         PTB / "text/tokenizer/vocab.txt",

@@ -9,7 +9,7 @@ wildcard_constraints:
 
 rule encoder_features:
     input:
-        unpack(training_data_inputs),
+        unpack(encoder_inputs),
         code=library_code("encoder_features.py"),
     output:
         OUT / "train/features.pt",

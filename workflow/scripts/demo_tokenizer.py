@@ -7,7 +7,7 @@ from hftri_mimic.text import build_demo_vocab
 
 with to_file(snakemake.log[0]):
     build_demo_vocab(
-        texts=pl.read_parquet(snakemake.input[0])["text"].to_list(),
+        texts=pl.read_parquet(snakemake.input.texts)["text"].to_list(),
         folder=Path(snakemake.output[0]).parent,
         vocab_size=snakemake.params.vocab_size,
         lowercase=snakemake.params.lowercase,

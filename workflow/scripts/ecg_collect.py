@@ -1,11 +1,12 @@
-from hftri_mimic.ecg_stage import collect
+from hftri_mimic.ecg_stage import collect, settings_from_config
 from hftri_mimic.logs import to_file
 
 with to_file(snakemake.log[0]):
     collect(
         plan=snakemake.input.plan,
-        indexes=list(snakemake.input.indexes),
+        measured=list(snakemake.input.measured),
         exclusions=list(snakemake.input.exclusions),
+        settings=settings_from_config(snakemake.params.settings),
         index_out=snakemake.output.index,
         exclusions_out=snakemake.output.exclusions,
     )

@@ -8,7 +8,7 @@ with to_file(snakemake.log[0]):
         ecg_root=snakemake.params.ecg_root,
         settings=settings_from_config(snakemake.params.settings),
         zarr_out=snakemake.output.store,
-        index_out=snakemake.output.index,
+        measured_out=snakemake.output.measured,
         exclusions_out=snakemake.output.exclusions,
         zarr_relpath=snakemake.params.zarr_relpath,
     )

@@ -6,6 +6,7 @@ import torch
 
 from hftri_mimic.logs import to_file
 from models.configuration import ModelConfig
+from models.data import DatasetFiles
 from models.factory import build_model
 from models.features import load_or_encode
 
@@ -14,7 +15,7 @@ with to_file(snakemake.log[0]) as log:
     model = build_model(ModelConfig.from_dict(snakemake.params.model))
     features, cached = load_or_encode(
         model,
-        snakemake.params.out_dir,
+        DatasetFiles.of_job(snakemake.params.out_dir, snakemake.input),
         snakemake.params.cache_dir,
         batch_size=snakemake.params.batch_size,
         progress=True,

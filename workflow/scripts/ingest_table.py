@@ -4,7 +4,7 @@ from hftri_mimic.logs import to_file
 with to_file(snakemake.log[0]):
     ingest_table(
         name=snakemake.wildcards.table,
-        src=snakemake.input[0],
+        src=snakemake.input.source,
         out=snakemake.output.table,
         exclusions_out=snakemake.output.exclusions,
         columns=snakemake.params.columns,

@@ -7,7 +7,7 @@ from hftri_mimic.storage import write_parquet_atomic
 with to_file(snakemake.log[0]):
     config = snakemake.params.splits
     splits = make_splits(
-        manifest=pl.read_parquet(snakemake.input[0]),
+        manifest=pl.read_parquet(snakemake.input.manifest),
         stratify=config["diagnosis_stratify"],
         ratio=config["diagnosis_ratio"],
         folds=config["prognosis_folds"],

@@ -5,6 +5,7 @@ import torch
 
 from hftri_mimic.logs import to_file
 from hftri_mimic.storage import write_parquet_atomic
+from models.data import DatasetFiles
 from models.evaluation import validate_predictions
 from models.experiment import Experiment, run_diagnosis, run_prognosis, write_summary
 
@@ -12,7 +13,7 @@ with to_file(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)
     task, subset = snakemake.wildcards.task, snakemake.wildcards.subset
     experiment = Experiment.from_settings(
-        snakemake.params.out_dir,
+        DatasetFiles.of_job(snakemake.params.out_dir, snakemake.input),
         snakemake.params.model,
         snakemake.params.optim,
         snakemake.params.work_dir,

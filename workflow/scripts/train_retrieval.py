@@ -6,13 +6,14 @@ import torch
 
 from hftri_mimic.logs import to_file
 from hftri_mimic.storage import write_parquet_atomic
+from models.data import DatasetFiles
 from models.evaluation import write_predictions
 from models.experiment import Experiment, run_retrieval, write_summary
 
 with to_file(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)
     experiment = Experiment.from_settings(
-        snakemake.params.out_dir,
+        DatasetFiles.of_job(snakemake.params.out_dir, snakemake.input),
         snakemake.params.model,
         snakemake.params.optim,
         snakemake.params.work_dir,
