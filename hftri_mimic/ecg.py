@@ -421,7 +421,10 @@ def read_record(record_path: Path | str, settings: EcgSettings) -> tuple[np.ndar
     Raises EcgExclusion (checks 1-12 of the module docstring).
     """
     raw = _read(record_path, settings)
-    exclusion = _sampling_rate_exclusion(raw.fs, settings) or _clipping_exclusion(raw.clip_fraction, settings)
+    worst = int(np.argmax(raw.clip_fraction))
+    exclusion = _sampling_rate_exclusion(raw.fs, settings) or _clipping_exclusion(
+        float(raw.clip_fraction[worst]), ST_MEM_LEADS[worst], settings
+    )
     if exclusion:
         raise exclusion
     return raw.signal_mv.T, raw.fs, float(raw.clip_fraction.max())
@@ -644,11 +647,9 @@ def _sampling_rate_exclusion(fs_in: float | None, settings: EcgSettings) -> EcgE
     return None
 
 
-def _clipping_exclusion(clip_fraction: np.ndarray, settings: EcgSettings) -> EcgExclusion | None:
-    worst = int(np.argmax(clip_fraction))
-    if clip_fraction[worst] >= settings.clip_fraction:
-        detail = f"lead {ST_MEM_LEADS[worst]}: {clip_fraction[worst]:.1%} of samples at the ADC limits"
-        return EcgExclusion("clipping", detail)
+def _clipping_exclusion(fraction: float, lead: str, settings: EcgSettings) -> EcgExclusion | None:
+    if fraction >= settings.clip_fraction:
+        return EcgExclusion("clipping", f"lead {lead}: {fraction:.1%} of samples at the ADC limits")
     return None
 
 
@@ -659,9 +660,8 @@ def threshold_exclusion(measured: Mapping[str, Any], settings: EcgSettings) -> E
     """
     if exclusion := _sampling_rate_exclusion(measured["fs_in"], settings):
         return exclusion
-    if measured["max_clip_fraction"] >= settings.clip_fraction:
-        detail = f"lead {measured['max_clip_lead']}: {measured['max_clip_fraction']:.1%} of samples at the ADC limits"
-        return EcgExclusion("clipping", detail)
+    if exclusion := _clipping_exclusion(measured["max_clip_fraction"], measured["max_clip_lead"], settings):
+        return exclusion
     if measured["min_lead_std_mv"] < settings.flat_std_mv:
         detail = (
             f"lead {measured['flattest_lead']}: std {measured['min_lead_std_mv']:.3g} mV < {settings.flat_std_mv:g} mV"
