@@ -15,6 +15,8 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/ptbxl_common.smk"
+include: "workflow/rules/branches.smk"
 include: "workflow/rules/source.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/cohort.smk"

@@ -1,7 +1,7 @@
 """ECG stage (docs/SIGNALS.md, ECG): the chosen ECG of every cohort patient -> quality-checked, ST-MEM-ready
 (12, 2500) float32 arrays in Zarr v3 shard stores, with an index and an exclusions table.
 
-Rules: ``ecg_shard_plan`` (a checkpoint: the shard count depends on the cohort) -> one ``ecg_shard`` job
+Rules: ``ecg_plan`` (a checkpoint: the shard count depends on the cohort) -> one ``ecg_shard`` job
 per shard (its own store, streamed record by record) -> ``ecg_collect`` (index, exclusions, counts).
 
 Measure once, select cheaply: a shard job reads, processes and measures every record it can

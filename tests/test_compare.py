@@ -191,9 +191,9 @@ def test_editing_one_variant_reruns_only_its_jobs_and_the_tables(compared, tmp_p
     edited = {**VARIANTS, "no_tgm": {**VARIANTS["no_tgm"], "model": {"tgmm": {"guidance": "human"}}}}
     _with_variants(workdir, edited)
     proc = snakemake(workdir, "-n", "--cores", "2", "compare")
-    assert planned_rules(proc) == {"train_variant", "compare_tables", "compare"}
+    assert planned_rules(proc) == {"train_scenario", "compare_tables", "compare"}
     counts = {line.split()[0]: int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("train_")}
-    assert counts == {"train_variant": 2}, counts  # no_tgm's two diagnosis subsets, nothing of the other variants
+    assert counts == {"train_scenario": 2}, counts  # no_tgm's two diagnosis subsets, nothing of the other variants
     jobs = [line for line in proc.stdout.splitlines() if line.strip().startswith("output:") and "predictions" in line]
     assert jobs and all("/no_tgm/" in line for line in jobs), jobs
 

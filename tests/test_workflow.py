@@ -158,7 +158,7 @@ def rerun_plan(demo_run, tmp_path, **overrides) -> set[str]:
 
 # After a cohort change the ECG and echo shard plans (checkpoints) rerun; a dry run cannot list the shard
 # jobs, which are only known once the new plans exist.
-SIGNALS = {"ecg_shard_plan", "ecg_collect", "echo_shard_plan", "echo_collect"}
+SIGNALS = {"ecg_plan", "ecg_collect", "echo_shard_plan", "echo_collect"}
 # what any cohort or label change reaches
 FINAL = {"attrition", "manifest", "splits", "training_views", "text_tokens", "datasheet", "dataset"}
 LABELS = {"followup", "cohort"}

@@ -139,11 +139,6 @@ def demo_params():
 
 
 
-def ecg_source_files(wildcards):
-    """The demo's ECG files are a rule output (a change reruns the shards); a real tree is external."""
-    return [OUT / "source/ecg/files"] if IS_DEMO else []
-
-
 # hftri_mimic.ecg.THRESHOLDS (not imported: that module loads wfdb and scipy; a test keeps the two equal).
 ECG_THRESHOLDS = ("min_fs", "clip_fraction", "flat_std_mv", "quality_min")
 
@@ -157,16 +152,6 @@ def ecg_processing_settings():
 def ecg_settings():
     """The ecg block without the shard size (which changes the plan, not the per-record processing)."""
     return {k: v for k, v in config["ecg"].items() if k != "shard_size"}
-
-
-def ecg_shard_outputs(kind):
-    """Per-shard tables of every ECG shard in the plan (evaluated after the checkpoint ran)."""
-
-    def inputs(wildcards):
-        plan = checkpoints.ecg_shard_plan.get().output[0]
-        return [OUT / f"ecg/shards/{k}.{kind}.parquet" for k in shard_ids(plan)]
-
-    return inputs
 
 
 def attrition_stage_inputs(wildcards):
@@ -230,12 +215,6 @@ def ecg_outputs():
     return [OUT / "ecg/index.parquet", OUT / "ecg/exclusions.parquet"]
 
 
-def tokenizer_folder():
-    """The configured BERT tokenizer folder, else the demo vocabulary the workflow builds."""
-    folder = config["dataset"]["text"]["tokenizer"]
-    return Path(folder) if folder else OUT / "text/tokenizer"
-
-
 def manifest_inputs(wildcards):
     inputs = {"cohort": OUT / "cohort/cohort.parquet", "lab_values": OUT / "dataset/lab_values.parquet"}
     if "ecg" in available_modalities():
@@ -275,52 +254,6 @@ def deep_merge(base, overrides):
         else:
             merged[key] = copy.deepcopy(value)
     return merged
-
-
-def model_params(variant=None):
-    """config["model"] (with a compare variant's `model` keys laid over it) and the text encoder's vocabulary
-    filled in (the dataset's tokenizer) when no BERT folder is given, so that a new tokenizer retrains the models."""
-    model = copy.deepcopy(config["model"])
-    if variant is not None:
-        model = deep_merge(model, config["compare"]["variants"][variant]["model"])
-    if not model["text"].get("folder"):
-        model["text"]["vocab"] = str(tokenizer_folder())
-    return model
-
-
-def features_cached(variant=None):
-    """Every encoder frozen up to its projection: encoder features are computed once (rule encoder_features)."""
-    model = model_params(variant)
-    return all(model[part].get("unfreeze_layers", 2) == 0 for part in ("text", "ecg", "echo"))
-
-
-def dataset_inputs(wildcards):
-    """The whole dataset (manifest, lab text, splits, vocabulary, signal indexes), for jobs reading both tasks."""
-    inputs = {name: OUT / f"hftri/{name}.parquet" for name in ("manifest", "text", "splits")}
-    inputs["vocab"] = tokenizer_folder() / "vocab.txt"
-    inputs["ecg"] = ecg_outputs()
-    inputs["echo"] = echo_outputs()
-    return inputs
-
-
-def encoder_inputs(wildcards):
-    """What the frozen encoders read: the inputs view (locators and array digests, no labels), the lab text and the
-    vocabulary. The Zarr stores are not Snakemake files; their content reaches the view through its digests."""
-    return {
-        "inputs": OUT / "train/data/inputs.parquet",
-        "text": OUT / "hftri/text.parquet",
-        "vocab": tokenizer_folder() / "vocab.txt",
-    }
-
-
-def training_inputs(wildcards):
-    """A training job's inputs: the encoders' and its task's view (retrieval trains on the diagnosis splits)."""
-    inputs = encoder_inputs(wildcards)
-    task = wildcards.get("task", "diagnosis")
-    inputs["task_view"] = OUT / f"train/data/{task}.parquet"
-    if features_cached(wildcards.get("variant")):
-        inputs["features"] = OUT / "train/features.pt"
-    return inputs
 
 
 def retrieval_prediction_files():
@@ -435,6 +368,8 @@ def check_compare_config():
     schema = yaml.load((REPO / "workflow/schemas/config.schema.yaml").read_text(), Loader=yaml.CSafeLoader)
     validator = jsonschema.validators.validator_for(schema)(schema)
     for name, variant in config["compare"]["variants"].items():
+        if re.fullmatch(r"seed\d+", name):
+            raise ValueError(f"compare.variants.{name}: seed<N> names the seed runs' scenarios; rename the variant")
         merged = {**config, "model": deep_merge(config["model"], variant["model"])}
         error = jsonschema.exceptions.best_match(validator.iter_errors(merged))
         if error is not None:

@@ -1,26 +1,6 @@
 # Baselines and ablations (docs/MODEL.md, paper Tables 5-6, Fig. 7): `snakemake compare`. Each configured variant is the
-# model of config.yaml with the variant's `model` keys replaced, trained by the same script, features, splits and
-# optimiser as TGMM; the comparison pairs it with TGMM's predictions on the same patients (models/compare.py).
-
-
-wildcard_constraints:
-    variant="|".join(re.escape(v) for v in config["compare"]["variants"]) or "(?!)",
-
-
-# A variant's run is train_model's with the variant's model overrides and its own paths.
-use rule train_model as train_variant with:
-    output:
-        predictions=OUT / "eval/compare/predictions/{variant}/{task}/{subset}.parquet",
-        summary=OUT / "train/compare/{variant}/{task}/{subset}/summary.json",
-    params:
-        out_dir=OUT,
-        model=lambda wildcards: model_params(wildcards.variant),
-        optim=config["train"]["optim"],
-        work_dir=lambda wildcards: OUT / f"train/compare/{wildcards.variant}/{wildcards.task}/{wildcards.subset}",
-    log:
-        OUT / "logs/train/compare/{variant}/{task}/{subset}.log",
-    benchmark:
-        OUT / "benchmarks/train/compare/{variant}/{task}/{subset}.tsv"
+# model of config.yaml with the variant's `model` keys replaced, a scenario trained by train_scenario (train.smk) with
+# the same features, splits and optimiser as TGMM; the comparison pairs it with TGMM's predictions on the same patients (models/compare.py).
 
 
 rule compare_tables:

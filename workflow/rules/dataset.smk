@@ -151,56 +151,64 @@ rule lab_text:
         "../scripts/lab_text.py"
 
 
-rule demo_tokenizer:
-    input:
-        texts=OUT / "dataset/text_raw.parquet",
-        code=library_code("demo_tokenizer.py"),
-    output:
-        OUT / "text/tokenizer/vocab.txt",
-    params:
-        vocab_size=config["dataset"]["text"]["demo_vocab_size"],
-        lowercase=config["dataset"]["text"]["lowercase"],
-    log:
-        OUT / "logs/dataset/demo_tokenizer.log",
-    benchmark:
-        OUT / "benchmarks/dataset/demo_tokenizer.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,  # minutes
-    conda:
-        "../../envs/curation.yaml"
-    script:
-        "../scripts/demo_tokenizer.py"
+# The demo vocabulary and the token ids, written once for every dataset (workflow/rules/branches.smk): MIMIC-IV's
+# demo_tokenizer and text_tokens, PTB-XL's ptbxl_demo_tokenizer and ptbxl_text_tokens.
+for branch in BRANCHES:
 
+    rule:
+        name:
+            branch.rule("demo_tokenizer")
+        input:
+            texts=branch.root / "dataset/text_raw.parquet",
+            code=library_code("demo_tokenizer.py"),
+        output:
+            branch.root / "text/tokenizer/vocab.txt",
+        params:
+            vocab_size=config["dataset"]["text"]["demo_vocab_size"],
+            lowercase=config["dataset"]["text"]["lowercase"],
+            task_texts=branch.task_texts(),
+        log:
+            branch.log("dataset/demo_tokenizer.log"),
+        benchmark:
+            branch.benchmark("dataset/demo_tokenizer.tsv")
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=30,  # minutes
+        conda:
+            "../../envs/curation.yaml"
+        script:
+            "../scripts/demo_tokenizer.py"
 
-rule text_tokens:
-    input:
-        texts=OUT / "dataset/text_raw.parquet",
-        vocab=tokenizer_folder() / "vocab.txt",
-        # the dataset's tables hold the manifest's patients only (the text and tokenizer cover every index patient)
-        manifest=OUT / "hftri/manifest.parquet",
-        labs=OUT / "dataset/labs.parquet",
-        code=library_code("text_tokens.py"),
-    output:
-        text=OUT / "hftri/text.parquet",
-        labs=OUT / "hftri/labs.parquet",
-    params:
-        lowercase=config["dataset"]["text"]["lowercase"],
-        max_tokens=config["dataset"]["text"]["max_tokens"],
-        on_overflow=config["dataset"]["text"]["on_overflow"],
-    log:
-        OUT / "logs/dataset/text_tokens.log",
-    benchmark:
-        OUT / "benchmarks/dataset/text_tokens.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,  # minutes
-    conda:
-        "../../envs/curation.yaml"
-    script:
-        "../scripts/text_tokens.py"
+    rule:
+        name:
+            branch.rule("text_tokens")
+        input:
+            texts=branch.root / "dataset/text_raw.parquet",
+            vocab=branch.tokenizer_folder() / "vocab.txt",
+            # the dataset's tables hold the manifest's patients only (the text and tokenizer may cover more)
+            manifest=branch.root / "hftri/manifest.parquet",
+            labs=branch.root / "dataset/labs.parquet",
+            code=library_code("text_tokens.py"),
+        output:
+            text=branch.root / "hftri/text.parquet",
+            labs=branch.root / "hftri/labs.parquet",
+        params:
+            lowercase=config["dataset"]["text"]["lowercase"],
+            max_tokens=config["dataset"]["text"]["max_tokens"],
+            on_overflow=config["dataset"]["text"]["on_overflow"],
+        log:
+            branch.log("dataset/text_tokens.log"),
+        benchmark:
+            branch.benchmark("dataset/text_tokens.tsv")
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=30,  # minutes
+        conda:
+            "../../envs/curation.yaml"
+        script:
+            "../scripts/text_tokens.py"
 
 
 rule splits:

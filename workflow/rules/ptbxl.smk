@@ -1,10 +1,9 @@
 # External validation on PTB-XL (paper §5.2, Table 4; hftri_mimic/ptbxl.py): myocardial infarction vs normal from
 # patient metadata as text ("Lab") and the 12-lead ECG. Target: `snakemake --cores 2 ptbxl` (not part of `all`).
-# Everything goes under {out_dir}/ptbxl/, whose hftri/ folder has the HFTri dataset layout: the ECG stage, the text
-# tokens, encoder caching and TGMM training run on it through the same scripts as the MIMIC branch.
-include: "ptbxl_common.smk"
-
-
+# Everything goes under {out_dir}/ptbxl/, whose hftri/ folder has the HFTri dataset layout: the ECG stage, the
+# tokenizer and token ids, encoder caching and TGMM training are the shared rules of the PTB-XL branch
+# (workflow/rules/branches.smk: ptbxl_ecg_plan, ptbxl_ecg_shard, ptbxl_ecg_collect, ptbxl_demo_tokenizer,
+# ptbxl_text_tokens, ptbxl_encoder_features, ptbxl_train_model). This file holds what only PTB-XL has.
 rule ptbxl:
     # Table 4 for PTB-XL: {out_dir}/ptbxl/eval/TABLE4.md
     input:
@@ -66,82 +65,6 @@ rule ptbxl_labels:
         "../scripts/ptbxl_labels.py"
 
 
-checkpoint ptbxl_ecg_plan:
-    input:
-        cohort=PTB / "labels/records.parquet",
-        code=library_code("ecg_plan.py"),
-    output:
-        PTB / "ecg/plan.parquet",
-    params:
-        shard_size=config["ecg"]["shard_size"],
-    log:
-        OUT / "logs/ptbxl/ecg_plan.log",
-    benchmark:
-        OUT / "benchmarks/ptbxl/ecg_plan.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,  # minutes
-    conda:
-        "../../envs/signals.yaml"
-    script:
-        "../scripts/ecg_plan.py"
-
-
-rule ptbxl_ecg_shard:
-    input:
-        ptbxl_record_files,
-        plan=PTB / "ecg/plan.parquet",
-        code=library_code("ecg_shard.py"),
-    output:
-        store=directory(PTB / "ecg/shards/{shard}.zarr"),
-        measured=PTB / "ecg/shards/{shard}.measured.parquet",
-        exclusions=PTB / "ecg/shards/{shard}.exclusions.parquet",
-    wildcard_constraints:
-        shard=r"\d+",
-    params:
-        ecg_root=ptbxl_root(),
-        settings=ecg_processing_settings(),
-        zarr_relpath="ecg/shards/{shard}.zarr",  # relative to {out_dir}/ptbxl, the dataset's root
-    log:
-        OUT / "logs/ptbxl/ecg_shard_{shard}.log",
-    benchmark:
-        OUT / "benchmarks/ptbxl/ecg_shard_{shard}.tsv"
-    threads: 1
-    resources:
-        mem_mb=1500,
-        runtime=240,  # minutes
-    conda:
-        "../../envs/signals.yaml"
-    script:
-        "../scripts/ecg_shard.py"
-
-
-rule ptbxl_ecg_collect:
-    input:
-        plan=PTB / "ecg/plan.parquet",
-        measured=ptbxl_ecg_shard_outputs("measured"),
-        exclusions=ptbxl_ecg_shard_outputs("exclusions"),
-        code=library_code("ecg_collect.py"),
-    output:
-        index=PTB / "ecg/index.parquet",
-        exclusions=PTB / "ecg/exclusions.parquet",
-    params:
-        settings=ecg_settings(),  # the thresholds apply here, to the shards' measurements
-    log:
-        OUT / "logs/ptbxl/ecg_collect.log",
-    benchmark:
-        OUT / "benchmarks/ptbxl/ecg_collect.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,  # minutes
-    conda:
-        "../../envs/signals.yaml"
-    script:
-        "../scripts/ecg_collect.py"
-
-
 rule ptbxl_dataset:
     input:
         records=PTB / "labels/records.parquet",
@@ -151,7 +74,7 @@ rule ptbxl_dataset:
         code=library_code("ptbxl_dataset.py"),
     output:
         manifest=PTB / "hftri/manifest.parquet",
-        labs=PTB / "hftri/labs.parquet",
+        labs=PTB / "dataset/labs.parquet",  # ptbxl_text_tokens keeps the manifest's
         text=PTB / "dataset/text_raw.parquet",
         splits=PTB / "hftri/splits.parquet",
         attrition=PTB / "hftri/attrition.parquet",
@@ -167,110 +90,6 @@ rule ptbxl_dataset:
         "../../envs/curation.yaml"
     script:
         "../scripts/ptbxl_dataset.py"
-
-
-rule ptbxl_tokenizer:
-    input:
-        texts=PTB / "dataset/text_raw.parquet",
-        code=library_code("ptbxl_tokenizer.py"),
-    output:
-        PTB / "text/tokenizer/vocab.txt",
-    params:
-        vocab_size=config["dataset"]["text"]["demo_vocab_size"],
-        lowercase=config["dataset"]["text"]["lowercase"],
-        task_texts=[PTBXL["prompt"], *PTBXL["candidates"]],
-    log:
-        OUT / "logs/ptbxl/tokenizer.log",
-    benchmark:
-        OUT / "benchmarks/ptbxl/tokenizer.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,  # minutes
-    conda:
-        "../../envs/curation.yaml"
-    script:
-        "../scripts/ptbxl_tokenizer.py"
-
-
-rule ptbxl_text_tokens:
-    input:
-        texts=PTB / "dataset/text_raw.parquet",
-        vocab=ptbxl_tokenizer_folder() / "vocab.txt",
-        code=library_code("text_tokens.py"),
-    output:
-        text=PTB / "hftri/text.parquet",
-    params:
-        lowercase=config["dataset"]["text"]["lowercase"],
-        max_tokens=config["dataset"]["text"]["max_tokens"],
-        on_overflow=config["dataset"]["text"]["on_overflow"],
-    log:
-        OUT / "logs/ptbxl/text_tokens.log",
-    benchmark:
-        OUT / "benchmarks/ptbxl/text_tokens.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,  # minutes
-    conda:
-        "../../envs/curation.yaml"
-    script:
-        "../scripts/text_tokens.py"
-
-
-rule ptbxl_encoder_features:
-    input:
-        unpack(ptbxl_training_inputs),
-        code=library_code("encoder_features.py"),
-    output:
-        PTB / "train/features.pt",
-    params:
-        out_dir=PTB,
-        model=ptbxl_model_params(),
-        batch_size=config["train"]["encode_batch_size"],
-        cache_dir=PTB / "cache/features",
-    log:
-        OUT / "logs/ptbxl/encoder_features.log",
-    benchmark:
-        OUT / "benchmarks/ptbxl/encoder_features.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=240,  # minutes
-        gpu=config["train"]["gpu"],
-    conda:
-        "../../envs/train.yaml"
-    script:
-        "../scripts/encoder_features.py"
-
-
-rule ptbxl_train:
-    input:
-        unpack(ptbxl_train_inputs),
-        code=library_code("train_model.py"),
-    output:
-        predictions=PTB / "eval/predictions/{task}/{subset}.parquet",
-        summary=PTB / "train/{task}/{subset}/summary.json",
-    wildcard_constraints:
-        task="diagnosis",
-    params:
-        out_dir=PTB,
-        model=ptbxl_model_params(),
-        optim=config["train"]["optim"],
-        work_dir=lambda wildcards: PTB / f"train/{wildcards.task}/{wildcards.subset}",
-    log:
-        OUT / "logs/ptbxl/train/{task}/{subset}.log",
-    benchmark:
-        OUT / "benchmarks/ptbxl/train/{task}/{subset}.tsv"
-    threads: config["train"]["threads"]
-    resources:
-        mem_mb=8000,
-        runtime=120,  # minutes
-        gpu=config["train"]["gpu"],
-    conda:
-        "../../envs/train.yaml"
-    script:
-        "../scripts/train_model.py"
 
 
 rule ptbxl_evaluate:

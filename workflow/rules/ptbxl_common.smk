@@ -1,6 +1,4 @@
-# Helpers of the PTB-XL branch (workflow/rules/ptbxl.smk): paths, model settings, the real-source check.
-import copy
-
+# PTB-XL settings (workflow/rules/ptbxl.smk; its branch of the shared rules: branches.smk) and the real-source check.
 PTB = OUT / "ptbxl"
 PTBXL = config["ptbxl"]
 PTBXL_DEMO = PTBXL["kind"] == "demo"
@@ -9,49 +7,6 @@ PTBXL_DEMO = PTBXL["kind"] == "demo"
 def ptbxl_root():
     """The demo tree the workflow writes, or the configured PTB-XL release."""
     return PTB / "source" if PTBXL_DEMO else Path(PTBXL["root"])
-
-
-def ptbxl_record_files(wildcards):
-    """The demo's record folder is a rule output (a new demo reruns the shards); a real release is external."""
-    return [PTB / f"source/{PTBXL['records']}"] if PTBXL_DEMO else []
-
-
-def ptbxl_tokenizer_folder():
-    folder = config["dataset"]["text"]["tokenizer"]
-    return Path(folder) if folder else PTB / "text/tokenizer"
-
-
-def ptbxl_model_params():
-    """config["model"] with this task's prompt and answers (diagnosis slot) and the PTB-XL vocabulary."""
-    model = copy.deepcopy(config["model"])
-    if not model["text"].get("folder"):
-        model["text"]["vocab"] = str(ptbxl_tokenizer_folder())
-    tgmm = model["tgmm"]
-    tgmm["prompts"] = {**tgmm.get("prompts", {}), "diagnosis": PTBXL["prompt"]}
-    tgmm["candidates"] = {**tgmm.get("candidates", {}), "diagnosis": list(PTBXL["candidates"])}
-    return model
-
-
-def ptbxl_ecg_shard_outputs(kind):
-    def inputs(wildcards):
-        plan = checkpoints.ptbxl_ecg_plan.get().output[0]
-        return [PTB / f"ecg/shards/{k}.{kind}.parquet" for k in shard_ids(plan)]
-
-    return inputs
-
-
-def ptbxl_training_inputs(wildcards):
-    inputs = {name: PTB / f"hftri/{name}.parquet" for name in ("manifest", "text", "splits")}
-    inputs["vocab"] = ptbxl_tokenizer_folder() / "vocab.txt"
-    inputs["ecg"] = PTB / "ecg/index.parquet"
-    return inputs
-
-
-def ptbxl_train_inputs(wildcards):
-    inputs = ptbxl_training_inputs(wildcards)
-    if features_cached():
-        inputs["features"] = PTB / "train/features.pt"
-    return inputs
 
 
 def check_ptbxl_config():

@@ -1,24 +1,6 @@
 # Training-seed spread (`snakemake seeds`, not part of `all`): the configured runs trained again with only
-# train.optim.seed replaced, by the same script, features and splits; eval/SEEDS.md puts them beside the reported run.
-
-
-# A seed run is train_model's with another optimiser seed and its own paths.
-use rule train_model as train_seed with:
-    output:
-        predictions=OUT / "eval/seeds/predictions/seed{seed}/{task}/{subset}.parquet",
-        summary=OUT / "train/seeds/seed{seed}/{task}/{subset}/summary.json",
-    wildcard_constraints:
-        task="diagnosis|prognosis",
-        seed=r"\d+",
-    params:
-        out_dir=OUT,
-        model=model_params(),
-        optim=lambda wildcards: {**config["train"]["optim"], "seed": int(wildcards.seed)},
-        work_dir=lambda wildcards: OUT / f"train/seeds/seed{wildcards.seed}/{wildcards.task}/{wildcards.subset}",
-    log:
-        OUT / "logs/train/seeds/seed{seed}/{task}/{subset}.log",
-    benchmark:
-        OUT / "benchmarks/train/seeds/seed{seed}/{task}/{subset}.tsv"
+# train.optim.seed replaced (scenarios seeds/seed{N} of train_scenario, train.smk) on the same features and splits;
+# eval/SEEDS.md puts them beside the reported run.
 
 
 rule seed_table:
