@@ -135,23 +135,24 @@ def mimic_run(tmp_path_factory) -> Path:
 
 
 # The small trained run shared by the training, evaluation and compare tests: `all` on 110 demo patients with a
-# short training schedule.
-TRAIN_DEMO = {**SMALL_DEMO, "n_patients": 110, "signal_subjects": 100}
-FAST_OPTIM = {
-    "epochs": 4,
-    "patience": 2,
-    "scheduler_patience": 1,
-    "batch_size": 16,
-    "seed": 0,
-    "ensemble": {"diagnosis": 2, "prognosis": 1},
-}
+# short training schedule, as .test/config.yaml lays it over config.yaml (a person runs the same with
+# `snakemake --cores 2 --configfile .test/config.yaml all`). Its out_dir is the person's; a test's is workdir/results.
+TEST_OVERLAY = {k: v for k, v in yaml.safe_load((REPO / ".test/config.yaml").read_text()).items() if k != "out_dir"}
+TRAIN_DEMO = {**base_config()["demo"], **TEST_OVERLAY["demo"]}
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` laid over it key by key, as Snakemake merges a later --configfile."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = deep_merge(merged[key], value) if both_dicts else value
+    return merged
 
 
 def write_train_config(workdir: Path, **overrides) -> Path:
-    base = base_config()
-    train = {**base["train"], "optim": {**base["train"]["optim"], **FAST_OPTIM}}
-    explain = {**base["explain"], "patients": 10}
-    return write_config(workdir, **{"demo": TRAIN_DEMO, "train": train, "explain": explain, **overrides})
+    trained = deep_merge(base_config(), TEST_OVERLAY)
+    return write_config(workdir, **({key: trained[key] for key in TEST_OVERLAY} | overrides))
 
 
 @pytest.fixture(scope="session")
