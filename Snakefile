@@ -34,7 +34,7 @@ include: "workflow/rules/ptbxl.smk"
 
 onstart:
     # out_dir exists from the start with its private mode (and group); closing the top folders also covers files an
-    # earlier run left readable (hftri_mimic/privacy.py)
+    # earlier run left readable (hftri_mimic/common/privacy.py)
     OUT.mkdir(parents=True, exist_ok=True)
     close_folders([OUT, DOWNLOAD_ROOT], PRIVACY["group_access"], PRIVACY["group"])
 

@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hftri_mimic.numerics import use_portable_cpu_numerics
+from hftri_mimic.common.numerics import use_portable_cpu_numerics
 
 # Before anything imports torch: the tests' own process computes with the kernels the workflow's jobs use (AVX2 on
-# x86-64, hftri_mimic/numerics.py), so a model trained in a test equals one trained by a job to the last bit.
+# x86-64, hftri_mimic/common/numerics.py), so a model trained in a test equals one trained by a job to the last bit.
 use_portable_cpu_numerics()
 
 import polars as pl  # noqa: E402

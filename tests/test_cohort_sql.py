@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 import yaml
 
-from hftri_mimic.cohort import (
+from hftri_mimic.cohort.concepts import (
     COHORT_COLUMNS,
     MODALITIES,
     assemble_cohort,

@@ -1,4 +1,5 @@
-"""Baselines and ablations against TGMM (workflow/rules/compare.smk, models/compare.py; paper Tables 5-6, Fig. 7):
+"""Baselines and ablations against TGMM (workflow/rules/compare.smk, models/evaluation/compare.py; paper Tables 5-6,
+Fig. 7):
 the paired statistics recomputed independently, the `compare` target on a small trained run, config checks."""
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from conftest import REPO, planned_rules, snakemake, write_config
 from sklearn.metrics import roc_auc_score
 from sksurv.metrics import concordance_index_censored
 
-from models.compare import REFERENCE, paired_diagnosis
-from models.significance import corrected_resampled_t_test, delong_test, mcnemar_test
+from models.evaluation.compare import REFERENCE, paired_diagnosis
+from models.evaluation.significance import corrected_resampled_t_test, delong_test, mcnemar_test
 
 VARIANTS = {
     "mean_cat": {

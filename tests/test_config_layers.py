@@ -13,9 +13,9 @@ from conftest import REPO, base_config, deep_merge, planned_rules
 from snakemake.utils import validate
 
 from models.config import TGMMConfig
-from models.configuration import ModelConfig
 from models.encoders.ecg import STMEMConfig
 from models.encoders.echo import EchoEncoderConfig
+from models.training.configuration import ModelConfig
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 OVERLAYS = [*sorted((REPO / "workflow/configs").glob("*.yaml")), REPO / ".test/config.yaml"]

@@ -11,7 +11,7 @@ import yaml
 from conftest import SMALL_DEMO, content_hashes, snakemake, write_config
 from reference_data import mimic_demo_hosp
 
-from hftri_mimic.text import build_demo_vocab, fit_texts, join_sentences, load_tokenizer, patient_sentences
+from hftri_mimic.dataset.text import build_demo_vocab, fit_texts, join_sentences, load_tokenizer, patient_sentences
 
 
 def config_of(run: Path) -> dict:
@@ -104,7 +104,7 @@ def independent_history(index: pl.DataFrame, groups: dict, include_index: bool) 
 
 
 def test_history_groups_on_the_real_demo_match_an_independent_computation(mimic_run, tmp_path):
-    from hftri_mimic.ehr import history_groups
+    from hftri_mimic.dataset.ehr import history_groups
 
     groups = config_of(mimic_run)["dataset"]["history_groups"]
     out = mimic_run / "results"

@@ -46,7 +46,7 @@ def test_each_modality_alone_is_partly_informative_and_trimodal_diagnosis_is_not
     above zero for each. This used to assert trimodal > max(single), a coin flip on 84 test patients: in the locked
     environment all three give 0.818 against lab's 0.819, with the paired interval of the difference -0.11..+0.11.
     A fusion gain larger than seed noise needs a demo whose complementarity is measurable (issue #25)."""
-    from models.compare import paired_diagnosis
+    from models.evaluation.compare import paired_diagnosis
 
     diagnosis = pl.read_parquet(default_run / "eval/diagnosis.parquet")
     unimodal = {subset: metric(diagnosis, subset, "auc") for subset in UNIMODAL}
@@ -64,7 +64,7 @@ def test_each_modality_alone_is_partly_informative_and_trimodal_diagnosis_is_not
 def test_the_readme_numbers_are_this_runs(default_run):
     """Reproducible from a fresh install: this run (the tests' own environment, installed from the lock) writes
     exactly the README's result block, digit for digit, lock SHA-256 and package versions included."""
-    from models.readme_results import results_block
+    from models.evaluation.readme_results import results_block
 
     readme = (REPO / "README.md").read_text()
     published = readme.split("<!-- results:begin -->\n")[1].split("\n<!-- results:end -->")[0]
@@ -135,7 +135,8 @@ def test_trimodal_prognosis_c_index_is_above_0_6(default_run):
 
 
 # ------------------------------------------------------------- do the explanations find the planted signal?
-# models/planted_check.py: the trained trimodal model against 10 untrained controls (same frozen encoders and feature
+# hftri_mimic/tools/planted_check.py: the trained trimodal model against 10 untrained controls (same frozen encoders
+# and feature
 # statistics, projections and TGMM at their random initialisation), on every test patient with all three
 # modalities. An untrained model already leans towards large deflections and long sentences, so the trained one
 # must beat every control, not just 1.
@@ -145,7 +146,7 @@ CONTROL_SEEDS = tuple(range(10))
 
 @pytest.fixture(scope="module")
 def planted(default_run) -> dict[str, list[dict]]:
-    from models.planted_check import planted_measures
+    from hftri_mimic.tools.planted_check import planted_measures
 
     return {
         # The lab text is checked where the model learned from it: alone it has prognosis C-index ~0.48 here.

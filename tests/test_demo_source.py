@@ -254,7 +254,7 @@ def test_scale_mode_writes_mimic_iv_v31_rows_per_patient(at_scale):
 
 
 def test_scale_mode_tables_ingest_whole_with_unique_ids_and_dangling_references_none(at_scale, tmp_path):
-    from hftri_mimic.ingest import ingest_table
+    from hftri_mimic.ingest.tables import ingest_table
 
     out, counts = at_scale
     for table in ("admissions", "diagnoses_icd", "labevents", "omr", "prescriptions"):

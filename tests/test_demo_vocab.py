@@ -1,4 +1,4 @@
-"""The demo WordPiece vocabulary (hftri_mimic.text.build_demo_vocab): the same texts give the same vocabulary in
+"""The demo WordPiece vocabulary (hftri_mimic.dataset.text.build_demo_vocab): the same texts give the same vocabulary in
 every process (tokenizers' trainer did not: its ids followed hash-map order), and it spells every text."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tokenizers.pre_tokenizers import BertPreTokenizer
 
-from hftri_mimic.text import SPECIAL_TOKENS, build_demo_vocab, load_tokenizer
+from hftri_mimic.dataset.text import SPECIAL_TOKENS, build_demo_vocab, load_tokenizer
 
 TEXTS = [
     "Age of the patient is 84 years. Gender of the patient is female. NT-proBNP of the blood is 1234 pg/mL.",
@@ -22,7 +22,7 @@ BUILD = """
 import sys
 from tokenizers.pre_tokenizers import BertPreTokenizer
 
-from hftri_mimic.text import build_demo_vocab
+from hftri_mimic.dataset.text import build_demo_vocab
 texts = sys.stdin.read().split("\\n")
 build_demo_vocab(texts, sys.argv[1], vocab_size=int(sys.argv[2]))
 """

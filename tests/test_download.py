@@ -1,4 +1,4 @@
-"""PhysioNet download (hftri_mimic.download): against a local basic-auth HTTP server on 127.0.0.1 that
+"""PhysioNet download (hftri_mimic.ingest.download): against a local basic-auth HTTP server on 127.0.0.1 that
 serves a small PhysioNet-style tree (real MIMIC-IV demo files + SHA256SUMS.txt) and honours Range."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 from conftest import planned_rules, snakemake, write_config
 from reference_data import mimic_demo_file
 
-from hftri_mimic.download import (
+from hftri_mimic.ingest.download import (
     ChecksumError,
     CredentialsError,
     DownloadError,
@@ -192,7 +192,7 @@ def test_happy_path_mirrors_the_tree_verified_and_never_writes_the_password(
     server, tmp_path, env_credentials, capfd, caplog
 ):
     dest, manifest, log_file = tmp_path / "mirror", tmp_path / "demo.download.json", tmp_path / "download.log"
-    from hftri_mimic.logs import to_file
+    from hftri_mimic.common.logs import to_file
 
     with to_file(log_file):
         summary = fetch(server, dest, manifest=manifest, workers=3)

@@ -16,7 +16,7 @@ import scipy.signal
 from reference_data import ptb_record
 
 from hftri_mimic.demo.ecg import MIMIC_LEADS, synth_ecg, write_mimic_ecg_record
-from hftri_mimic.ecg import (
+from hftri_mimic.ecg.signal import (
     EXCLUSION_REASONS,
     ST_MEM_LEADS,
     THRESHOLDS,
@@ -342,13 +342,13 @@ def test_demo_records_are_not_excluded(tmp_path, seed, qrs_ms, t_amp, hr_bpm):
 def test_library_raises_no_warnings_under_W_error(tmp_path):
     record = clean_record(tmp_path)
     code = (
-        "import sys; from hftri_mimic.ecg import EcgSettings, process_record; "
+        "import sys; from hftri_mimic.ecg.signal import EcgSettings, process_record; "
         "print(process_record(sys.argv[1], EcgSettings()).quality)"
     )
     proc = subprocess.run(
         [sys.executable, "-W", "error", "-c", code, str(record)], capture_output=True, text=True, timeout=120
     )
-    assert proc.returncode == 0, f"hftri_mimic.ecg under -W error:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"hftri_mimic.ecg.signal under -W error:\n{proc.stderr[-3000:]}"
 
 
 # --- the stage's shortcuts give what the libraries they stand in for give ------------------------------
@@ -377,7 +377,7 @@ def varied_demo_signals() -> list[tuple[str, np.ndarray, int]]:
 
 
 def test_header_based_read_gives_rdrecords_samples(tmp_path, monkeypatch):
-    import hftri_mimic.ecg as ecg_module
+    import hftri_mimic.ecg.signal as ecg_module
 
     records = [ptb_record()]
     for name, x, fs in varied_demo_signals()[:6]:
@@ -396,7 +396,7 @@ def test_header_based_read_gives_rdrecords_samples(tmp_path, monkeypatch):
 
 
 def test_zero_phase_filters_are_scipy_sosfiltfilt():
-    from hftri_mimic.ecg import _ZeroPhaseFilter
+    from hftri_mimic.ecg.signal import _ZeroPhaseFilter
 
     x = reference_ptb()  # (12, 2500)
     noise = np.random.default_rng(0).normal(0.0, 1.0, (3, 2500))
@@ -414,7 +414,7 @@ def test_zero_phase_filters_are_scipy_sosfiltfilt():
 def test_kurtosis_is_scipys():
     import scipy.stats
 
-    from hftri_mimic.ecg import _pearson_kurtosis
+    from hftri_mimic.ecg.signal import _pearson_kurtosis
 
     rng = np.random.default_rng(0)
     leads = [*reference_ptb(), rng.normal(size=2500), rng.uniform(size=2500) + 1e3, np.sin(np.arange(2500) / 7)]

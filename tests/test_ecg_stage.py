@@ -13,7 +13,7 @@ from conftest import SMALL_DEMO, snakemake, write_config
 
 from hftri_mimic.demo.ecg import MIMIC_LEADS, synth_ecg
 from hftri_mimic.demo.generate import apply_ecg_defect
-from hftri_mimic.ecg import ST_MEM_LEADS
+from hftri_mimic.ecg.signal import ST_MEM_LEADS
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

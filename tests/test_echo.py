@@ -1,4 +1,4 @@
-"""Tests for the echo stage's DICOM reading (hftri_mimic.echo): colour, masks, clip geometry, faults.
+"""Tests for the echo stage's DICOM reading (hftri_mimic.echo.dicom): colour, masks, clip geometry, faults.
 
 Colour is checked against pydicom's own decode of real ultrasound files written by someone else
 (pydicom's examples_ybr_color.dcm and pydicom-data's color3d_jpeg_baseline.dcm); masks and faults on
@@ -29,7 +29,7 @@ from pydicom.uid import (
 )
 
 from hftri_mimic.demo.echo import sector_region, synth_cine, synth_doppler_still, write_us_multiframe, write_us_still
-from hftri_mimic.echo import (
+from hftri_mimic.echo.dicom import (
     EXCLUSION_REASONS,
     VIEWS,
     Cine,

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from hftri_mimic.demo.echo import synth_doppler_still, write_us_still
-from hftri_mimic.echo import VIEWS
+from hftri_mimic.echo.dicom import VIEWS
 
 
 def write_structured_report(path) -> None:

@@ -377,8 +377,8 @@ def test_echo_demo_forward_backward_present_views_and_unfreezing():
 
 
 def test_echo_input_is_bgr_normalised_with_echoprime_statistics():
-    from hftri_mimic.view_classifier import ECHOPRIME_MEAN_BGR as CLASSIFIER_MEAN
-    from hftri_mimic.view_classifier import ECHOPRIME_STD_BGR as CLASSIFIER_STD
+    from hftri_mimic.echo.view_classifier import ECHOPRIME_MEAN_BGR as CLASSIFIER_MEAN
+    from hftri_mimic.echo.view_classifier import ECHOPRIME_STD_BGR as CLASSIFIER_STD
 
     assert (ECHOPRIME_MEAN_BGR, ECHOPRIME_STD_BGR) == (CLASSIFIER_MEAN, CLASSIFIER_STD)
     encoder = EchoPrimeEncoder(ECHO_DEMO)

@@ -13,7 +13,7 @@ from conftest import REPO
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from hftri_mimic.environment import locked_versions
+from hftri_mimic.common.environment import locked_versions
 
 LOCK = REPO / "envs/requirements.lock"
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^\s\\;]+)")

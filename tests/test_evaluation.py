@@ -21,7 +21,7 @@ from sksurv.metrics import concordance_index_censored
 from sksurv.util import Surv
 
 from models.config import SUBSETS
-from models.evaluation import (
+from models.evaluation.metrics import (
     DIRECTIONS,
     PREDICTION_COLUMNS,
     RESULT_COLUMNS,

@@ -1,4 +1,4 @@
-"""Explanations of the trimodal TGMM (models/explain.py, rule explain; paper §5.5, Figs. 8-9) on a small trained
+"""Explanations of the trimodal TGMM (models/explain/, rule explain; paper §5.5, Figs. 8-9) on a small trained
 demo run: what they contain and that they are complete. Whether they find the planted signal is checked on the
 default demo (tests/test_default_demo.py; models/README.md, "Do the explanations find the planted signal?"): this
 run is too small for its models to learn much."""
@@ -57,11 +57,12 @@ def test_qrs_t_windows_replay_the_demo_record():
 
 
 def test_planted_ecg_masks_hold_the_stored_beats(explained):
-    """The planted-region masks of models.planted_check line up with the stored 250 Hz records (source truth and
+    """The planted-region masks of hftri_mimic.tools.planted_check line up with the stored 250 Hz records (source
+    truth and
     replayed beat times, 10 s cut from the generator's 500 Hz record): the QRS complexes and T waves are inside."""
     import zarr
 
-    from models.planted_check import planted_ecg_masks
+    from hftri_mimic.tools.planted_check import planted_ecg_masks
 
     manifest = pl.read_parquet(explained / "hftri/manifest.parquet").filter(pl.col("has_ecg")).head(8)
     masks = planted_ecg_masks(explained, manifest["subject_id"].to_list(), 2500)
@@ -90,8 +91,8 @@ def test_delineated_waves_match_the_planted_beats(explained):
     them: the QRS complexes (mostly) and T waves inside the planted QRS onset .. T end regions, the P waves outside."""
     import zarr
 
+    from hftri_mimic.tools.planted_check import planted_ecg_masks
     from models.explain import delineate_waves
-    from models.planted_check import planted_ecg_masks
 
     manifest = pl.read_parquet(explained / "hftri/manifest.parquet").filter(pl.col("has_ecg")).head(8)
     masks = planted_ecg_masks(explained, manifest["subject_id"].to_list(), 2500)
@@ -109,18 +110,18 @@ def test_occlusions_are_score_differences(explained, trained_run):
     """ECG occlusion with non-overlapping windows is score(record) - score(record with the window at 0 mV), wave
     occlusion is score(record) - score(record with that wave erased), and sentence occlusion is score(text) -
     score(the text with that sentence's tokens replaced by [MASK])."""
+    from hftri_mimic.tools.planted_check import run_settings
     from models import explain as ex
-    from models.planted_check import run_settings
 
     run = ex.load_run(explained, run_settings(trained_run), explained / "train/diagnosis/lab+ecg+echo", "diagnosis")
     patients = ex.choose_patients(run, explained, 1)
     values, scores = ex.ecg_occlusion(run, explained, patients, window=250, stride=250)
-    batch = ex._raw_batch(run, explained, patients["subject_id"].to_list())
+    batch = ex.raw_batch(run, explained, patients["subject_id"].to_list())
     fixed = ex.raw_vectors(run.model, batch)
     occluded = batch["ecg"].clone()
     occluded[:, :, 500:750] = 0.0
     with torch.no_grad():
-        expected = scores - ex.fused_score(run, {**fixed, "ecg": ex._raw_ecg(run.model, occluded)}).numpy()
+        expected = scores - ex.fused_score(run, {**fixed, "ecg": ex.raw_ecg(run.model, occluded)}).numpy()
     assert np.allclose(values[:, 500:750], expected[:, None], atol=1e-5)
     assert np.allclose(values[:, 600], expected, atol=1e-5) and not np.allclose(values[:, 600], values[:, 100])
 
@@ -130,7 +131,7 @@ def test_occlusions_are_score_differences(explained, trained_run):
     for wave in ("P", "QRS", "T"):
         erased = np.stack([ex.erase_waves(r, ex.delineate_waves(r, 250)[wave]) for r in records])
         with torch.no_grad():
-            without = ex.fused_score(run, {**fixed, "ecg": ex._raw_ecg(run.model, torch.as_tensor(erased))}).numpy()
+            without = ex.fused_score(run, {**fixed, "ecg": ex.raw_ecg(run.model, torch.as_tensor(erased))}).numpy()
         rows = waves.filter(wave=wave)
         assert rows["subject_id"].to_list() == patients["subject_id"].to_list()
         assert np.allclose(rows["attribution"].to_numpy(), rows["score"].to_numpy() - without, atol=1e-6)
@@ -148,7 +149,7 @@ def test_occlusions_are_score_differences(explained, trained_run):
             ids += [tokenizer.mask_token_id] * len(piece) if j == k else piece
         ids = torch.tensor([[*ids, tokenizer.sep_token_id]])
         with torch.no_grad():
-            lab = ex._raw_lab(run.model, ids, torch.ones_like(ids))
+            lab = ex.raw_lab(run.model, ids, torch.ones_like(ids))
             masked = float(ex.fused_score(run, {**{m: v[:1] for m, v in fixed.items()}, "lab": lab})[0])
         assert sentences["attribution"][k] == pytest.approx(sentences["score"][0] - masked, abs=1e-5)
 

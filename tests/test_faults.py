@@ -25,9 +25,9 @@ import pytest
 from conftest import REPO, base_config, snakemake, write_config
 from reference_data import mimic_demo_hosp
 
-from hftri_mimic.cohort import check_attrition, hf_admissions, index_admissions, lab_admissions
-from hftri_mimic.ehr import history_groups, lab_values
-from hftri_mimic.ingest import HOSP_TABLES, INGEST_EXCLUSIONS, SourceError, check_source_table, ingest_table
+from hftri_mimic.cohort.concepts import check_attrition, hf_admissions, index_admissions, lab_admissions
+from hftri_mimic.dataset.ehr import history_groups, lab_values
+from hftri_mimic.ingest.tables import HOSP_TABLES, INGEST_EXCLUSIONS, SourceError, check_source_table, ingest_table
 
 CONFIG = base_config()
 LAB_ITEMIDS = CONFIG["cohort"]["lab_itemids"]

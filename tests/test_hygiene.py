@@ -52,7 +52,7 @@ def test_logs_of_a_demo_run_name_no_patient(demo_run):
 
 def test_no_sql_pastes_a_path_unquoted():
     """A path put into SQL as '{path}' breaks on a quote in a folder name and lets the name change the query:
-    paths go through hftri_mimic.db.sql_literal or a parameter (docs/SECURITY.md)."""
+    paths go through hftri_mimic.common.db.sql_literal or a parameter (docs/SECURITY.md)."""
     functions = r"read_parquet|read_csv\w*|read_json\w*|parquet_scan|\bTO|\bFROM|ATTACH"
     pasted = re.compile(rf"({functions})\s*\(?\s*'\{{", re.IGNORECASE)
     offenders = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 from reference_data import mimic_demo_hosp
 
-from hftri_mimic.ingest import TABLES, check_source_table, ingest_table
+from hftri_mimic.ingest.tables import TABLES, check_source_table, ingest_table
 
 
 def test_needed_columns_hold_the_same_rows_as_all_columns(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hftri_mimic.text import build_demo_vocab
+from hftri_mimic.dataset.text import build_demo_vocab
 from models.config import SUBSETS, TASKS, TGMMConfig
 from models.encoders.ecg import STMEMConfig, STMEMEncoder
 from models.encoders.echo import EchoEncoderConfig, EchoPrimeEncoder

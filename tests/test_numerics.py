@@ -1,4 +1,4 @@
-"""Portable CPU numerics (hftri_mimic/numerics.py): the workflow's jobs run torch's AVX2 kernels on any x86-64
+"""Portable CPU numerics (hftri_mimic/common/numerics.py): the workflow's jobs run torch's AVX2 kernels on any x86-64
 machine, and those kernels give the same bits everywhere.
 
 The digests below were computed under the cap on an AVX-512 machine (AMD EPYC); the same test on a machine of
@@ -13,7 +13,7 @@ import platform
 import subprocess
 import sys
 
-from hftri_mimic.numerics import (
+from hftri_mimic.common.numerics import (
     OPT_OUT_VARIABLE,
     PORTABLE_CPU_NUMERICS,
     cpu_numerics_mode,

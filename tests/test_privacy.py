@@ -1,4 +1,5 @@
-"""Outputs and downloads private to the user, or to a configured group (hftri_mimic/privacy.py, docs/SECURITY.md).
+"""Outputs and downloads private to the user, or to a configured group (hftri_mimic/common/privacy.py,
+docs/SECURITY.md).
 
 Every workflow run in these tests starts with umask 002 (conftest.snakemake), so a file the workflow leaves readable
 by others would show here."""
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import SMALL_DEMO, snakemake, write_config
 
-from hftri_mimic.privacy import close_folders, folder_mode, output_umask, readable_by_others
+from hftri_mimic.common.privacy import close_folders, folder_mode, output_umask, readable_by_others
 
 SOURCE_TARGET = "results/source/hosp/patients.csv.gz"  # the demo source: one job, a few seconds, a full tree
 

@@ -1,4 +1,5 @@
-"""PTB-XL external validation (paper §5.2, Table 4; hftri_mimic/ptbxl.py, workflow/rules/ptbxl.smk): the demo tree
+"""PTB-XL external validation (paper §5.2, Table 4; hftri_mimic/ptbxl/dataset.py, workflow/rules/ptbxl.smk): the demo
+tree
 read the way PTB-XL's own example code reads the release, the MI / normal labels against an independent
 computation, exclusions that add up, the metadata text, and `snakemake ptbxl` end to end on the demo."""
 
@@ -17,7 +18,7 @@ from conftest import REPO, snakemake, write_config
 from scipy.ndimage import uniform_filter1d
 
 from hftri_mimic.demo.ptbxl import DATABASE_COLUMNS, STATEMENT_COLUMNS, PtbxlDemoSpec, generate_ptbxl
-from hftri_mimic.ptbxl import check_ptbxl_source, label_records, metadata_sentences
+from hftri_mimic.ptbxl.dataset import check_ptbxl_source, label_records, metadata_sentences
 
 FOLDS = {"train": [1, 2, 3, 4, 5, 6, 7, 8], "val": [9], "test": [10]}
 

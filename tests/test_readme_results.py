@@ -1,5 +1,6 @@
-"""The README's result numbers come from a run's tables and name the lock (models.readme_results), and every run
-records its environment against the lock (hftri_mimic.environment)."""
+"""The README's result numbers come from a run's tables and name the lock (models.evaluation.readme_results), and
+every run
+records its environment against the lock (hftri_mimic.common.environment)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import polars as pl
 import pytest
 from conftest import REPO
 
-from hftri_mimic.environment import environment_record, locked_versions
-from models.evaluation import results_frame
-from models.readme_results import main, replace_block
+from hftri_mimic.common.environment import environment_record, locked_versions
+from models.evaluation.metrics import results_frame
+from models.evaluation.readme_results import main, replace_block
 
 LOCK = REPO / "envs/requirements.lock"
 

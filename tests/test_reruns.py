@@ -15,8 +15,8 @@ import pytest
 import yaml
 from conftest import REPO, SMALL_DEMO, planned_rules, snakemake, write_config
 
-from hftri_mimic.bench.reruns import no_op_min_age
-from hftri_mimic.rule_code import imported_modules, library_files
+from hftri_mimic.common.rule_code import imported_modules, library_files
+from hftri_mimic.tools.bench.reruns import no_op_min_age
 
 
 def copy_run(run: Path, workdir: Path, **overrides) -> Path:
@@ -126,7 +126,7 @@ def test_editing_a_sql_concept_reruns_its_rule_and_what_follows(own_repo_run):
     concept.write_text(original + "-- edited\n")
     try:
         assert planned_rules(run_own(repo, workdir, "-n", "--cores", "2", target)) == {"followup", "cohort"}
-        edited = repo / "hftri_mimic/cohort.py"
+        edited = repo / "hftri_mimic/cohort/concepts.py"
         edited_text = edited.read_text()
         edited.write_text(edited_text + "\n# edited\n")
         plan = planned_rules(run_own(repo, workdir, "-n", "--cores", "2", target))

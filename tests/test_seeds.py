@@ -1,4 +1,4 @@
-"""The training-seed spread (models/seeds.py, workflow/rules/seeds.smk): per-seed metrics recomputed with
+"""The training-seed spread (models/evaluation/seeds.py, workflow/rules/seeds.smk): per-seed metrics recomputed with
 scikit-learn / scikit-survival, and the `seeds` target on a copy of the shared small trained run."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from conftest import planned_rules, snakemake
 from sklearn.metrics import roc_auc_score
 from sksurv.metrics import concordance_index_censored
 
-from models.seeds import seed_frame, seed_metric, seeds_markdown
+from models.evaluation.seeds import seed_frame, seed_metric, seeds_markdown
 
 TRIMODAL = "lab+ecg+echo"
 

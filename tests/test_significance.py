@@ -1,4 +1,5 @@
-"""Paired significance tests (models/significance.py): DeLong against its definition and by simulation, McNemar
+"""Paired significance tests (models/evaluation/significance.py): DeLong against its definition and by simulation,
+McNemar
 against the binomial by hand, the Nadeau-Bengio test on correlated folds whose answer is known."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from scipy.stats import norm, ttest_1samp
 from scipy.stats import t as student_t
 from sklearn.metrics import roc_auc_score
 
-from models.significance import corrected_resampled_t_test, delong_covariance, delong_test, mcnemar_test
+from models.evaluation.significance import corrected_resampled_t_test, delong_covariance, delong_test, mcnemar_test
 
 
 def two_models(rng: np.random.Generator, n: int, separation: tuple[float, float], shared: float = 0.6):

@@ -1,4 +1,5 @@
-"""Training library (models/data.py, models/features.py, models/train.py) on a small demo workflow run:
+"""Training library (models/training/data.py, models/training/features.py, models/training/loop.py) on a small demo
+workflow run:
 the dataset's items and Zarr reads, lazy stores and spawn workers, the frozen-feature cache, and training
 (early stopping, checkpoints, metrics log, same-seed determinism, resume after a kill) for the three tasks."""
 
@@ -14,15 +15,15 @@ import torch
 import zarr
 from polars.testing import assert_frame_equal
 
-import models.features as features_module
+import models.training.features as features_module
 from models.config import MODALITIES, SUBSETS, TGMMConfig, subset_mask
-from models.data import HFTriDataset, make_loader
 from models.encoders.ecg import STMEMConfig
 from models.encoders.echo import EchoEncoderConfig
 from models.encoders.text import TextEncoderConfig, load_wordpiece_tokenizer
-from models.experiment import Experiment, accuracy_threshold, run_diagnosis
-from models.features import cache_key, feature_dataset, load_or_encode, project
-from models.train import ModelConfig, TrainConfig, build_model, load_checkpoint, predict, train
+from models.training.data import HFTriDataset, make_loader
+from models.training.experiment import Experiment, accuracy_threshold, run_diagnosis
+from models.training.features import cache_key, feature_dataset, load_or_encode, project
+from models.training.loop import ModelConfig, TrainConfig, build_model, load_checkpoint, predict, train
 
 DIM = 32
 

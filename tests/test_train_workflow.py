@@ -26,8 +26,8 @@ from models.config import DIRECTIONS, SUBSETS, TGMMConfig, direction_name
 from models.encoders.ecg import STMEMConfig
 from models.encoders.echo import EchoEncoderConfig
 from models.encoders.text import TextEncoderConfig
-from models.experiment import Experiment, run_diagnosis
-from models.train import TrainConfig
+from models.training.experiment import Experiment, run_diagnosis
+from models.training.loop import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_retrieval_metrics_agree_with_scikit_learn_on_the_saved_embeddings(out):
 def test_retrieval_among_k_candidates_agrees_with_scikit_learn_and_the_pool(out):
     """Table 3b: the candidate-set metrics of every direction are computed on the same queries as the full-pool
     ranking; with k = 3 chance is LRAP 0.611 and Recall@1 1/3, and the values are LRAP of sklearn on those sets."""
-    from models.evaluation import direction_similarities, draw_distractors
+    from models.evaluation.metrics import direction_similarities, draw_distractors
 
     config = yaml.safe_load((out.parent / "config.yaml").read_text())["evaluate"]
     k, draws, seed = config["retrieval_candidates"], config["retrieval_candidate_draws"], config["seed"]

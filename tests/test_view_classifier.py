@@ -12,7 +12,7 @@ import torch
 import torchvision
 from reference_data import checkpoint_keys
 
-from hftri_mimic.view_classifier import (
+from hftri_mimic.echo.view_classifier import (
     VIEWS,
     ViewClassifierConfig,
     build_view_classifier,
@@ -69,9 +69,9 @@ def test_views_are_echoprimes_order_everywhere() -> None:
 
     assert len(VIEWS) == 11 and VIEWS[0] == "A2C" and VIEWS[-1] == "Subcostal"
     assert VIEWS == DEMO_VIEWS, "the demo's ground-truth views are not in the classifier's output order"
-    echo = pytest.importorskip("hftri_mimic.echo")  # written separately; the lead unifies the two definitions
+    echo = pytest.importorskip("hftri_mimic.echo.dicom")  # written separately; the lead unifies the two definitions
     if hasattr(echo, "VIEWS"):
-        assert tuple(echo.VIEWS) == VIEWS, "hftri_mimic.echo.VIEWS differs from the classifier's output order"
+        assert tuple(echo.VIEWS) == VIEWS, "hftri_mimic.echo.dicom.VIEWS differs from the classifier's output order"
 
 
 def test_built_convnext_base_has_exactly_echoprimes_keys_and_shapes() -> None:

@@ -13,7 +13,7 @@ import yaml
 from conftest import REPO, base_config, planned_rules, snakemake, write_config
 from reference_data import mimic_demo_hosp
 
-from hftri_mimic.cohort import COHORT_COLUMNS
+from hftri_mimic.cohort.concepts import COHORT_COLUMNS
 
 
 def test_demo_run_writes_one_cohort_row_per_patient(demo_run):

@@ -48,7 +48,7 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DSfloat
 
-from hftri_mimic.echo import VIEWS  # the 11 EchoPrime view classes, in EchoPrime's order
+from hftri_mimic.echo.dicom import VIEWS  # the 11 EchoPrime view classes, in EchoPrime's order
 
 __all__ = [
     "VIEWS",

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from hftri_mimic.demo import hosp, records
 from hftri_mimic.demo.calibrate import calibrate_chunk, keep_records, more_dicoms, v31_rows
 from hftri_mimic.demo.population import CARDIAC, draw_population
-from hftri_mimic.ingest import HOSP_TABLES
+from hftri_mimic.ingest.tables import HOSP_TABLES
 
 log = logging.getLogger(__name__)
 

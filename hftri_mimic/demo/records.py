@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from hftri_mimic.demo.population import CARDIAC, DAY, HOUR, POST, PopulationChunk, pick, text
-from hftri_mimic.echo import VIEWS as ECHO_VIEWS
+from hftri_mimic.echo.dicom import VIEWS as ECHO_VIEWS
 
 MINUTE = np.timedelta64(60, "s")
 # Share of studies holding each view (A5C is missing for about 38% of patients in the paper).

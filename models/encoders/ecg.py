@@ -25,7 +25,7 @@ written for this project:
   ST-MEM averages the head's logits over the three crops; here the three *embeddings* are averaged (docs/SIGNALS.md,
   ECG), before the projection, which is affine, so the projected embedding is the same either way.
 
-The band-pass filtering and resampling to 250 Hz happen in the dataset stage (``hftri_mimic.ecg``); this module
+The band-pass filtering and resampling to 250 Hz happen in the dataset stage (``hftri_mimic.ecg.signal``); this module
 only crops and standardises (docs/SIGNALS.md, ECG: "cropping ... and per-record standardisation belong to the model's
 input transform").
 """
@@ -58,7 +58,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ST_MEM_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-"""Lead order of ST-MEM's input (and of the project's ECG store, ``hftri_mimic.ecg``)."""
+"""Lead order of ST-MEM's input (and of the project's ECG store, ``hftri_mimic.ecg.signal``)."""
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ the key list the tests check (``echoprime-encoder.tsv``, docs/REFERENCE_DATA.md)
 - one clip is 3 x 16 x 224 x 224 (channels, frames, height, width): 16 frames taken at stride 2 from frame 0;
 - pixel values stay on the 0-255 scale and are normalised per channel with mean [29.110628, 28.076836, 29.096405]
   and std [47.989223, 46.456997, 47.20083]; the channels are in **BGR** order (the project's view classifier,
-  ``hftri_mimic.view_classifier``, documents the same finding and uses the same constants);
+  ``hftri_mimic.echo.view_classifier``, documents the same finding and uses the same constants);
 - every clip of a study is embedded on its own (N, 512); EchoPrime then combines clips with view-dependent
   weights for its report retrieval.  TGMM needs one study vector: here the mean over the present views, projected
   to 768 (docs/MODEL.md).
 
 The project's echo store keeps, per study, the best clip of each of the 11 views as uint8 RGB
-(11, 16, H, W, 3) and a view-present mask (``hftri_mimic.echo_stage``).  :class:`EchoPrimeEncoder` converts RGB
+(11, 16, H, W, 3) and a view-present mask (``hftri_mimic.echo.stage``).  :class:`EchoPrimeEncoder` converts RGB
 to BGR and normalises, runs only the present clips (one batch), and scatters their embeddings back.
 
 torchvision's ``mvit_v2_s`` fixes its input size (``spatial_size=(224, 224)``, ``temporal_size=16``): its
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 # EchoPrime's per-channel statistics on the 0-255 scale, channels in B, G, R order (echo_prime/model.py).
 ECHOPRIME_MEAN_BGR: tuple[float, float, float] = (29.110628, 28.076836, 29.096405)
 ECHOPRIME_STD_BGR: tuple[float, float, float] = (47.989223, 46.456997, 47.20083)
-N_VIEWS = 11  # EchoPrime's view classes (hftri_mimic.echo.VIEWS)
+N_VIEWS = 11  # EchoPrime's view classes (hftri_mimic.echo.dicom.VIEWS)
 
 
 @dataclass(frozen=True)

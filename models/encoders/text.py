@@ -172,13 +172,13 @@ def load_wordpiece_tokenizer(
 def build_demo_vocab(texts: Sequence[str], out_folder: str | Path, *, size: int = 2000, lowercase: bool = True) -> Path:
     """A small WordPiece vocabulary for ``texts`` in a BERT folder, for random-initialised text encoders.
 
-    Writes ``out_folder/vocab.txt`` with :func:`hftri_mimic.text.build_demo_vocab` (ids 0-4: [PAD] [UNK] [CLS]
+    Writes ``out_folder/vocab.txt`` with :func:`hftri_mimic.dataset.text.build_demo_vocab` (ids 0-4: [PAD] [UNK] [CLS]
     [SEP] [MASK], then the characters, their ``##`` continuations and the most frequent words up to ``size``;
     deterministic, unlike the ``tokenizers`` trainer) and ``tokenizer_config.json`` recording ``do_lower_case``,
     so that :func:`load_wordpiece_tokenizer` reads it with the same casing. Nothing is downloaded. Returns the
     folder.
     """
-    from hftri_mimic.text import build_demo_vocab as build_vocab_file
+    from hftri_mimic.dataset.text import build_demo_vocab as build_vocab_file
 
     if size < len(SPECIAL_TOKENS) + 1:
         raise ValueError(f"vocabulary size {size} leaves no room beside the special tokens")

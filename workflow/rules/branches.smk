@@ -129,7 +129,7 @@ PTBXL_BRANCH = Branch(
     tasks=("diagnosis",),
     # PTB-XL's one task (MI vs normal) takes the diagnosis slot with its own prompt and answers
     task_prompts={"diagnosis": (PTBXL["prompt"], tuple(PTBXL["candidates"]))},
-    # one task, no follow-up: the whole dataset is the training job's view (hftri_mimic/ptbxl.py)
+    # one task, no follow-up: the whole dataset is the training job's view (hftri_mimic/ptbxl/dataset.py)
     training_views=False,
 )
 BRANCHES = (MIMIC, PTBXL_BRANCH)

@@ -6,14 +6,14 @@ import re
 from pathlib import Path
 
 from models.config import DIRECTIONS, SUBSETS, direction_name  # plain Python, no torch
-from hftri_mimic.ingest import ECG_TABLES, ECHO_TABLES, HOSP_TABLES, TABLES, SourceError, check_source_table
-from hftri_mimic.db import shard_ids
-from hftri_mimic.privacy import close_folders, group_id, set_umask
-from hftri_mimic.numerics import use_portable_cpu_numerics
-from hftri_mimic.rule_code import rule_code
+from hftri_mimic.ingest.tables import ECG_TABLES, ECHO_TABLES, HOSP_TABLES, TABLES, SourceError, check_source_table
+from hftri_mimic.common.db import shard_ids
+from hftri_mimic.common.privacy import close_folders, group_id, set_umask
+from hftri_mimic.common.numerics import use_portable_cpu_numerics
+from hftri_mimic.common.rule_code import rule_code
 
 # The same numbers on every x86-64 machine: torch's CPU kernels capped at AVX2 in every job, which inherits this
-# environment (HFTRI_CPU_NUMERICS=native lifts it; hftri_mimic/numerics.py, docs/RESULTS.md).
+# environment (HFTRI_CPU_NUMERICS=native lifts it; hftri_mimic/common/numerics.py, docs/RESULTS.md).
 use_portable_cpu_numerics()
 
 # Snakemake compares params by repr(), which keeps dict insertion order: a config.yaml re-saved with its keys in
@@ -39,11 +39,11 @@ OUT = Path(config["out_dir"])
 
 def library_code(script, sql=()):
     """Inputs `code=` of a rule: the files of hftri_mimic/ and models/ that its script imports and the SQL concepts
-    it names, so that editing one reruns the rule and what depends on it (hftri_mimic/rule_code.py)."""
+    it names, so that editing one reruns the rule and what depends on it (hftri_mimic/common/rule_code.py)."""
     return rule_code(REPO / "workflow/scripts" / script, sql, root=REPO)
 
 # Outputs private to the user (or the configured group) from the first file on: every job inherits this umask, and
-# a cluster job sets it again when it reads this file (hftri_mimic/privacy.py, docs/SECURITY.md).
+# a cluster job sets it again when it reads this file (hftri_mimic/common/privacy.py, docs/SECURITY.md).
 PRIVACY = config["privacy"]
 set_umask(PRIVACY["group_access"])
 if PRIVACY["group"]:
@@ -139,7 +139,7 @@ def demo_params():
 
 
 
-# hftri_mimic.ecg.THRESHOLDS (not imported: that module loads wfdb and scipy; a test keeps the two equal).
+# hftri_mimic.ecg.signal.THRESHOLDS (not imported: that module loads wfdb and scipy; a test keeps the two equal).
 ECG_THRESHOLDS = ("min_fs", "clip_fraction", "flat_std_mv", "quality_min")
 
 
@@ -314,7 +314,7 @@ def variant_runs():
 
 
 def compare_tables_present():
-    """Table groups (fusion, ablation, sweep) with at least one run, in the order of models.compare.TABLE_TITLES."""
+    """Table groups (fusion, ablation, sweep) with at least one run, in the order of models.evaluation.compare.TABLE_TITLES."""
     present = {run["table"] for run in variant_runs()}
     return [table for table in ("fusion", "ablation", "sweep") if table in present]
 

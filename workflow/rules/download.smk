@@ -1,10 +1,10 @@
 # Download (not part of `all`): `snakemake --cores 4 download` mirrors the configured PhysioNet projects
-# into {dest_root}/<host>/<url path> with resumable, SHA-256-verified transfers (hftri_mimic.download).
+# into {dest_root}/<host>/<url path> with resumable, SHA-256-verified transfers (hftri_mimic.ingest.download).
 # Credentials are read at run time from PHYSIONET_USERNAME / PHYSIONET_PASSWORD or ~/.netrc: they are
 # never in config, params, logs or outputs. Parsing this file makes no network access.
 import re
 
-from hftri_mimic.download import check_download_config, project_settings
+from hftri_mimic.ingest.download import check_download_config, project_settings
 
 DOWNLOAD = config["download"]
 DOWNLOAD_ROOT = Path(DOWNLOAD["dest_root"])

@@ -1,4 +1,4 @@
-# Explanations of the trimodal TGMM (paper §5.5, Figs. 8-9; models/explain.py): attention matrices over the
+# Explanations of the trimodal TGMM (paper §5.5, Figs. 8-9; models/explain/): attention matrices over the
 # specific and shared features, lab-text token attributions and sentence occlusion, Grad-CAM++ over ECG leads x time
 # and echo views x frames, occlusion over ECG time and of whole ECG waves (P, QRS, T).
 

@@ -26,7 +26,7 @@ def check_ptbxl_config():
         return
     if not PTBXL["root"]:
         raise ValueError("config ptbxl.root: required when ptbxl.kind is 'real' (the PTB-XL release folder)")
-    from hftri_mimic.ptbxl import check_ptbxl_source  # here: pandas would slow every snakemake start
+    from hftri_mimic.ptbxl.dataset import check_ptbxl_source  # here: pandas would slow every snakemake start
 
     try:
         check_ptbxl_source(PTBXL["root"])

@@ -1,7 +1,7 @@
-from hftri_mimic.cohort import extend_attrition, patient_status
-from hftri_mimic.ecg import EXCLUSION_REASONS as ECG_REASONS
-from hftri_mimic.echo_stage import STUDY_EXCLUSION_REASONS as ECHO_REASONS
-from hftri_mimic.logs import to_file
+from hftri_mimic.cohort.concepts import extend_attrition, patient_status
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.ecg.signal import EXCLUSION_REASONS as ECG_REASONS
+from hftri_mimic.echo.stage import STUDY_EXCLUSION_REASONS as ECHO_REASONS
 
 with to_file(snakemake.log[0]):
     required = snakemake.params.required

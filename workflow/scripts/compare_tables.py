@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from hftri_mimic.logs import to_file
-from hftri_mimic.report import markdown_page
-from hftri_mimic.storage import write_parquet_atomic, write_text_atomic
-from models.compare import compare_markdown, compare_results, plot_compare
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.report import markdown_page
+from hftri_mimic.common.storage import write_parquet_atomic, write_text_atomic
+from models.evaluation.compare import compare_markdown, compare_results, plot_compare
 
 with to_file(snakemake.log[0]) as log:
     runs = [{**run, "path": path} for run, path in zip(snakemake.params.runs, snakemake.input.variants, strict=True)]

@@ -1,5 +1,5 @@
-from hftri_mimic.dataset import write_datasheet
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.dataset.manifest import write_datasheet
 
 with to_file(snakemake.log[0]):
     write_datasheet(

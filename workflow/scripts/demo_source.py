@@ -1,5 +1,5 @@
+from hftri_mimic.common.logs import to_file
 from hftri_mimic.demo.generate import DemoSpec, generate_demo_source
-from hftri_mimic.logs import to_file
 
 with to_file(snakemake.log[0]):
     demo = dict(snakemake.params.demo)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import polars as pl
 
-from hftri_mimic.logs import to_file
-from hftri_mimic.text import build_demo_vocab
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.dataset.text import build_demo_vocab
 
 with to_file(snakemake.log[0]):
     build_demo_vocab(

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from hftri_mimic.download import download_project
-from hftri_mimic.logs import to_file
-from hftri_mimic.privacy import close_folders
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.privacy import close_folders
+from hftri_mimic.ingest.download import download_project
 
 with to_file(snakemake.log[0]):
     settings = snakemake.params.settings

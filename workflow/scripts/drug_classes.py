@@ -1,5 +1,5 @@
-from hftri_mimic.ehr import drug_classes
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.dataset.ehr import drug_classes
 
 with to_file(snakemake.log[0]):
     drug_classes(

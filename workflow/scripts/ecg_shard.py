@@ -1,5 +1,5 @@
-from hftri_mimic.ecg_stage import process_shard, settings_from_config
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.ecg.stage import process_shard, settings_from_config
 
 with to_file(snakemake.log[0]):
     process_shard(

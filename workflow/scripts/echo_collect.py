@@ -1,5 +1,5 @@
-from hftri_mimic.echo_stage import collect
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.echo.stage import collect
 
 with to_file(snakemake.log[0]):
     collect(

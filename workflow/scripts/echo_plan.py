@@ -1,5 +1,5 @@
-from hftri_mimic.echo_stage import write_plan
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.echo.stage import write_plan
 
 with to_file(snakemake.log[0]):
     write_plan(

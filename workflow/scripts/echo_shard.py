@@ -1,5 +1,5 @@
-from hftri_mimic.echo_stage import classifier_config, echo_settings, process_shard
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.echo.stage import classifier_config, echo_settings, process_shard
 
 with to_file(snakemake.log[0]):
     echo = {**snakemake.params.settings, "view_classifier": {"variant": snakemake.params.variant}}

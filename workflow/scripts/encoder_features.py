@@ -1,14 +1,14 @@
-"""Encode every dataset patient once with the frozen encoders (models/features.py)."""
+"""Encode every dataset patient once with the frozen encoders (models/training/features.py)."""
 
 import shutil
 
 import torch
 
-from hftri_mimic.logs import to_file
-from models.configuration import ModelConfig
-from models.data import DatasetFiles
-from models.factory import build_model
-from models.features import load_or_encode
+from hftri_mimic.common.logs import to_file
+from models.training.configuration import ModelConfig
+from models.training.data import DatasetFiles
+from models.training.factory import build_model
+from models.training.features import load_or_encode
 
 with to_file(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)

@@ -1,9 +1,9 @@
 """Diagnosis AUC / accuracy with bootstrap CIs per modality subset, and the ROC figure."""
 
-from hftri_mimic.logs import to_file
-from hftri_mimic.storage import write_parquet_atomic
-from models.evaluation import plot_roc
-from models.results import diagnosis_results
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.storage import write_parquet_atomic
+from models.evaluation.metrics import plot_roc
+from models.evaluation.tasks import diagnosis_results
 
 with to_file(snakemake.log[0]) as log:
     results, curves = diagnosis_results(

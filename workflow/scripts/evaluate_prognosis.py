@@ -1,9 +1,9 @@
 """Prognosis C-index mean ± sd over the folds per modality subset, and Kaplan-Meier figures."""
 
-from hftri_mimic.logs import to_file
-from hftri_mimic.storage import write_parquet_atomic
-from models.evaluation import plot_km
-from models.results import prognosis_results
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.storage import write_parquet_atomic
+from models.evaluation.metrics import plot_km
+from models.evaluation.tasks import prognosis_results
 
 with to_file(snakemake.log[0]) as log:
     subsets = snakemake.params.subsets

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import polars as pl
 
-from hftri_mimic.logs import to_file
-from hftri_mimic.storage import write_parquet_atomic
-from models.results import candidate_set_results, retrieval_results
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.storage import write_parquet_atomic
+from models.evaluation.tasks import candidate_set_results, retrieval_results
 
 with to_file(snakemake.log[0]) as log:
     bootstrap = {

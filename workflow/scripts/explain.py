@@ -1,10 +1,10 @@
-"""Explanations of the trimodal diagnosis and prognosis runs (models/explain.py)."""
+"""Explanations of the trimodal diagnosis and prognosis runs (models/explain/)."""
 
 from pathlib import Path
 
 import torch
 
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
 from models.explain import explain
 
 with to_file(snakemake.log[0]) as log:

@@ -1,5 +1,5 @@
-from hftri_mimic.cohort import hf_admissions
-from hftri_mimic.logs import to_file
+from hftri_mimic.cohort.concepts import hf_admissions
+from hftri_mimic.common.logs import to_file
 
 with to_file(snakemake.log[0]):
     hf_admissions(

@@ -1,5 +1,5 @@
-from hftri_mimic.ehr import history_groups
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.dataset.ehr import history_groups
 
 with to_file(snakemake.log[0]):
     history_groups(

@@ -1,5 +1,5 @@
-from hftri_mimic.ingest import ingest_table
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.ingest.tables import ingest_table
 
 with to_file(snakemake.log[0]):
     ingest_table(

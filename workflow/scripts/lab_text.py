@@ -1,8 +1,8 @@
 import polars as pl
 
-from hftri_mimic.logs import to_file
-from hftri_mimic.storage import write_parquet_atomic
-from hftri_mimic.text import build_texts
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.storage import write_parquet_atomic
+from hftri_mimic.dataset.text import build_texts
 
 with to_file(snakemake.log[0]):
     labs, texts = build_texts(

@@ -1,5 +1,5 @@
-from hftri_mimic.ehr import lab_values
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.dataset.ehr import lab_values
 
 with to_file(snakemake.log[0]):
     lab_values(

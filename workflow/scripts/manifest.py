@@ -1,5 +1,5 @@
-from hftri_mimic.dataset import assemble_manifest
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.dataset.manifest import assemble_manifest
 
 with to_file(snakemake.log[0]):
     assemble_manifest(

@@ -2,9 +2,9 @@
 
 import polars as pl
 
-from hftri_mimic.logs import to_file
-from hftri_mimic.ptbxl import build_dataset
-from hftri_mimic.storage import write_parquet_atomic
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.storage import write_parquet_atomic
+from hftri_mimic.ptbxl.dataset import build_dataset
 
 with to_file(snakemake.log[0]):
     tables = build_dataset(

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.storage import write_parquet_atomic
 from hftri_mimic.demo.ptbxl import PtbxlDemoSpec, generate_ptbxl
-from hftri_mimic.logs import to_file
-from hftri_mimic.storage import write_parquet_atomic
 
 with to_file(snakemake.log[0]):
     truth = generate_ptbxl(

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import polars as pl
 
-from hftri_mimic.environment import write_environment_record
-from hftri_mimic.logs import to_file
-from hftri_mimic.ptbxl import table4_markdown
-from hftri_mimic.report import markdown_page
-from hftri_mimic.storage import write_parquet_atomic, write_text_atomic
-from models.evaluation import plot_roc
-from models.results import diagnosis_results
+from hftri_mimic.common.environment import write_environment_record
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.report import markdown_page
+from hftri_mimic.common.storage import write_parquet_atomic, write_text_atomic
+from hftri_mimic.ptbxl.dataset import table4_markdown
+from models.evaluation.metrics import plot_roc
+from models.evaluation.tasks import diagnosis_results
 
 with to_file(snakemake.log[0]) as log:
     results, curves = diagnosis_results(

@@ -1,8 +1,8 @@
 """MI / normal labels and the train / val / test folds of every PTB-XL record, with named exclusions."""
 
-from hftri_mimic.logs import to_file
-from hftri_mimic.ptbxl import label_records
-from hftri_mimic.storage import write_parquet_atomic
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.storage import write_parquet_atomic
+from hftri_mimic.ptbxl.dataset import label_records
 
 with to_file(snakemake.log[0]):
     kept, excluded = label_records(

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import polars as pl
 
-from hftri_mimic.environment import write_environment_record
-from hftri_mimic.logs import to_file
-from hftri_mimic.report import markdown_page
-from hftri_mimic.storage import write_text_atomic
-from models.results import results_markdown
+from hftri_mimic.common.environment import write_environment_record
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.report import markdown_page
+from hftri_mimic.common.storage import write_text_atomic
+from models.evaluation.tasks import results_markdown
 
 with to_file(snakemake.log[0]) as log:
     frames = {task: pl.read_parquet(path) for task, path in snakemake.input.items() if task not in ("lock", "code")}

@@ -1,10 +1,10 @@
-"""eval/SEEDS.md: the point metric of every seed run beside the reported run (models/seeds.py)."""
+"""eval/SEEDS.md: the point metric of every seed run beside the reported run (models/evaluation/seeds.py)."""
 
 import polars as pl
 
-from hftri_mimic.logs import to_file
-from hftri_mimic.storage import write_parquet_atomic, write_text_atomic
-from models.seeds import seed_frame, seed_summary, seeds_markdown
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.storage import write_parquet_atomic, write_text_atomic
+from models.evaluation.seeds import seed_frame, seed_summary, seeds_markdown
 
 with to_file(snakemake.log[0]) as log:
     runs = {

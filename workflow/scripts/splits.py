@@ -1,8 +1,8 @@
 import polars as pl
 
-from hftri_mimic.logs import to_file
-from hftri_mimic.splits import make_splits
-from hftri_mimic.storage import write_parquet_atomic
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.storage import write_parquet_atomic
+from hftri_mimic.dataset.splits import make_splits
 
 with to_file(snakemake.log[0]):
     config = snakemake.params.splits

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import polars as pl
 
-from hftri_mimic.logs import to_file
-from hftri_mimic.storage import write_parquet_atomic
-from hftri_mimic.text import fit_texts, load_tokenizer
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.storage import write_parquet_atomic
+from hftri_mimic.dataset.text import fit_texts, load_tokenizer
 
 with to_file(snakemake.log[0]) as log:
     texts = pl.read_parquet(snakemake.input.texts)

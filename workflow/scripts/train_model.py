@@ -3,11 +3,11 @@ compare variant (baseline / ablation), whose model config the rule passes in."""
 
 import torch
 
-from hftri_mimic.logs import to_file
-from hftri_mimic.storage import write_parquet_atomic
-from models.data import DatasetFiles
-from models.evaluation import validate_predictions
-from models.experiment import Experiment, run_diagnosis, run_prognosis, write_summary
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.common.storage import write_parquet_atomic
+from models.evaluation.metrics import validate_predictions
+from models.training.data import DatasetFiles
+from models.training.experiment import Experiment, run_diagnosis, run_prognosis, write_summary
 
 with to_file(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)

@@ -1,7 +1,7 @@
-"""The training jobs' views of the dataset (hftri_mimic.dataset.write_training_views)."""
+"""The training jobs' views of the dataset (hftri_mimic.dataset.manifest.write_training_views)."""
 
-from hftri_mimic.dataset import write_training_views
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.dataset.manifest import write_training_views
 
 with to_file(snakemake.log[0]):
     write_training_views(

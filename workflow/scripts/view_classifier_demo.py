@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from hftri_mimic.echo_stage import ViewClassifierTraining, classifier_config, echo_settings, train_demo_classifier
-from hftri_mimic.logs import to_file
+from hftri_mimic.common.logs import to_file
+from hftri_mimic.echo.stage import ViewClassifierTraining, classifier_config, echo_settings, train_demo_classifier
 
 with to_file(snakemake.log[0]):
     echo = {**snakemake.params.settings, "view_classifier": snakemake.params.classifier}

@@ -1,5 +1,5 @@
-from hftri_mimic.cohort import ecg_admissions, echo_admissions
-from hftri_mimic.logs import to_file
+from hftri_mimic.cohort.concepts import ecg_admissions, echo_admissions
+from hftri_mimic.common.logs import to_file
 
 concept = {"ecg_admissions": ecg_admissions, "echo_admissions": echo_admissions}[snakemake.rule]
 with to_file(snakemake.log[0]):
