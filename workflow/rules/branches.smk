@@ -64,7 +64,8 @@ class Branch:
         if self.task_prompts:
             tgmm = model["tgmm"]
             tgmm["prompts"] = {**tgmm.get("prompts", {}), **{t: p for t, (p, _) in self.task_prompts.items()}}
-            tgmm["candidates"] = {**tgmm.get("candidates", {}), **{t: list(a) for t, (_, a) in self.task_prompts.items()}}
+            answers = {t: list(a) for t, (_, a) in self.task_prompts.items()}
+            tgmm["candidates"] = {**tgmm.get("candidates", {}), **answers}
         return model
 
     def features_cached(self, overrides=None):

@@ -314,7 +314,8 @@ def variant_runs():
 
 
 def compare_tables_present():
-    """Table groups (fusion, ablation, sweep) with at least one run, in the order of models.evaluation.compare.TABLE_TITLES."""
+    """Table groups (fusion, ablation, sweep) with at least one run, in the order of
+    models.evaluation.compare.TABLE_TITLES."""
     present = {run["table"] for run in variant_runs()}
     return [table for table in ("fusion", "ablation", "sweep") if table in present]
 

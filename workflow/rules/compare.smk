@@ -1,6 +1,7 @@
 # Baselines and ablations (docs/MODEL.md, paper Tables 5-6, Fig. 7): `snakemake compare`. Each configured variant is the
 # model of config.yaml with the variant's `model` keys replaced, a scenario trained by train_scenario (train.smk) with
-# the same features, splits and optimiser as TGMM; the comparison pairs it with TGMM's predictions on the same patients (models/evaluation/compare.py).
+# the same features, splits and optimiser as TGMM; the comparison pairs it with TGMM's predictions on the same
+# patients (models/evaluation/compare.py).
 
 
 rule compare_tables:

@@ -1,5 +1,5 @@
-# External validation on PTB-XL (paper §5.2, Table 4; hftri_mimic/ptbxl/dataset.py): myocardial infarction vs normal from
-# patient metadata as text ("Lab") and the 12-lead ECG. Target: `snakemake --cores 2 ptbxl` (not part of `all`).
+# External validation on PTB-XL (paper §5.2, Table 4; hftri_mimic/ptbxl/dataset.py): myocardial infarction vs normal
+# from patient metadata as text ("Lab") and the 12-lead ECG. Target: `snakemake --cores 2 ptbxl` (not part of `all`).
 # Everything goes under {out_dir}/ptbxl/, whose hftri/ folder has the HFTri dataset layout: the ECG stage, the
 # tokenizer and token ids, encoder caching and TGMM training are the shared rules of the PTB-XL branch
 # (workflow/rules/branches.smk: ptbxl_ecg_plan, ptbxl_ecg_shard, ptbxl_ecg_collect, ptbxl_demo_tokenizer,
