@@ -128,7 +128,7 @@ def mimic_run(tmp_path_factory) -> Path:
             "ecg_root": None,
             "echo_root": None,
         },
-        cohort={"require_modalities": ["labs"]},
+        cohort={"require_modalities": ["lab"]},
     )
     snakemake(workdir, "--cores", "2", "dataset")
     return workdir

@@ -430,9 +430,9 @@ def test_required_modality_excludes_admissions_without_it(tmp_path):
     source.admission(1, 101, T0, T0 + 4 * D)  # labs and ECG, no echo
     source.ecg(1, 1, T0 + D)
     full_admission(source, 1, 102, T0 + 60 * D, 2)
-    index_all, _ = run_index(tmp_path / "all", source, require=["labs", "ecg", "echo"])
+    index_all, _ = run_index(tmp_path / "all", source, require=["lab", "ecg", "echo"])
     assert index_row(index_all, 1)["hadm_id"] == 102, "admission 101 has no echo study and echo is required"
-    index_no_echo, _ = run_index(tmp_path / "no_echo", source, require=["labs", "ecg"])
+    index_no_echo, _ = run_index(tmp_path / "no_echo", source, require=["lab", "ecg"])
     assert index_row(index_no_echo, 1)["hadm_id"] == 101, "echo not required: the first admission is eligible"
 
 
@@ -496,7 +496,7 @@ def test_without_echo_table_the_first_ecg_in_the_window_is_kept(tmp_path):
     source.ecg(1, 1, T0 + 2 * D)
     source.ecg(1, 2, T0 + 3 * H)  # earliest inside the window
     source.ecg(1, 3, T0 - 3 * H)  # before admittime: outside the window
-    index, _ = run_index(tmp_path, source, require=["labs", "ecg"], with_echo=False)
+    index, _ = run_index(tmp_path, source, require=["lab", "ecg"], with_echo=False)
     row = index_row(index, 1)
     assert row["ecg_study_id"] == 2, "without echo the first ECG within the admission window is kept"
     assert row["echo_study_id"] is None, "no echo table: the echo study is null"
@@ -558,7 +558,7 @@ def test_attrition_reconciles_and_ends_at_the_index_admissions(tmp_path):
 
 
 def test_attrition_lists_only_required_modalities(tmp_path):
-    _, attrition = run_index(tmp_path, attrition_world(), require=["labs", "ecg"], with_echo=False)
+    _, attrition = run_index(tmp_path, attrition_world(), require=["lab", "ecg"], with_echo=False)
     reasons = " | ".join(attrition.sort("reason_id")["reason"].to_list())
     assert "echo" not in reasons, f"echo is not required but has an attrition step: {reasons}"
     assert attrition.height == 5, f"source, age, labs, ECG, index: {reasons}"
@@ -575,7 +575,7 @@ def test_requiring_a_modality_without_its_table_names_it(tmp_path):
             attrition_out=tmp_path / "attrition.parquet",
             eligibility_out=tmp_path / "eligibility.parquet",
             min_age=18,
-            require_modalities=["labs", "ecg", "echo"],
+            require_modalities=["lab", "ecg", "echo"],
             order="first",
             lab_admissions=tmp_path / "unused_labs.parquet",
             ecg_admissions=tmp_path / "unused_ecg.parquet",

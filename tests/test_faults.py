@@ -126,7 +126,7 @@ def cohort_attrition(parquet: Path, out: Path) -> pl.DataFrame:
         attrition_out=out / "attrition.parquet",
         eligibility_out=out / "eligibility.parquet",
         min_age=CONFIG["cohort"]["min_age"],
-        require_modalities=["labs"],
+        require_modalities=["lab"],
         order=CONFIG["cohort"]["index_admission"],
         lab_admissions=labs if labs.exists() else out / "lab_admissions.parquet",
         admission_exclusions=parquet / "admissions.exclusions.parquet",
@@ -146,7 +146,7 @@ def configure_mimic(workdir: Path, hosp: Path) -> None:
     write_config(
         workdir,
         source={"kind": "mimic", "hosp_root": str(hosp), "ecg_root": None, "echo_root": None},
-        cohort={"require_modalities": ["labs"]},
+        cohort={"require_modalities": ["lab"]},
     )
 
 

@@ -63,7 +63,7 @@ CRITERION_OF_REASON = {
     "admission row excluded at ingest": "ingested",
     "no usable patients row": "has_patient",
     "age at admission <": "is_adult",
-    "no configured lab item": "has_labs",
+    "no configured lab item": "has_lab",
     "no ECG within": "has_ecg",
     "no echo study within": "has_echo",
     "not the index admission": "is_index",
@@ -255,7 +255,7 @@ def test_mimic_source_missing_table_is_named_before_any_job(tmp_path):
     write_config(
         tmp_path,
         source={"kind": "mimic", "hosp_root": str(hosp), "ecg_root": None, "echo_root": None},
-        cohort={"require_modalities": ["labs"]},
+        cohort={"require_modalities": ["lab"]},
     )
     proc = snakemake(tmp_path, "--cores", "1", "all", check=False)
     message = proc.stdout + proc.stderr

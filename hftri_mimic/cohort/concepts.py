@@ -22,7 +22,7 @@ from hftri_mimic.common.storage import write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("labs", "ecg", "echo")
+MODALITIES = ("lab", "ecg", "echo")
 ATTRITION_SCHEMA = {
     "reason_id": pl.Int64,
     "reason": pl.String,
@@ -140,7 +140,7 @@ def index_admissions(
     first step count every row of the source file. Two steps appear only when they exclude something:
     admission rows excluded at ingest, and admissions whose subject has no usable patients row.
     """
-    available = {"labs": lab_admissions, "ecg": ecg_admissions, "echo": echo_admissions}
+    available = {"lab": lab_admissions, "ecg": ecg_admissions, "echo": echo_admissions}
     for modality in require_modalities:
         if modality not in MODALITIES:
             raise ValueError(f"cohort.require_modalities: unknown modality {modality!r} (use {MODALITIES})")
@@ -206,7 +206,7 @@ CRITERION_REASONS = {
     "ingested": "admission row excluded at ingest (see parquet/admissions.exclusions.parquet)",
     "has_patient": "no usable patients row for the subject (see parquet/patients.exclusions.parquet)",
     "is_adult": "age at admission < {min_age}",
-    "has_labs": "no configured lab item during the admission",
+    "has_lab": "no configured lab item during the admission",
     "has_ecg": "no ECG within the admission window",
     "has_echo": "no echo study within the admission window",
     "is_index": "not the index admission ({order} eligible admission per patient)",

@@ -111,9 +111,9 @@ def assemble_manifest(
         has_ecg=pl.col("ecg_zarr").is_not_null(), has_echo=pl.col("echo_zarr").is_not_null()
     )
     keep = pl.lit(True)
-    for modality, flag in (("labs", "has_lab"), ("ecg", "has_ecg"), ("echo", "has_echo")):
-        if modality in required and modality != "labs":  # labs were required by the cohort itself
-            keep = keep & pl.col(flag)
+    for modality in ("ecg", "echo"):  # the lab modality was required by the cohort itself
+        if modality in required:
+            keep = keep & pl.col(f"has_{modality}")
     dropped = manifest.filter(~keep).height
     manifest = manifest.filter(keep).select(MANIFEST_COLUMNS).sort("subject_id")
     write_parquet_atomic(manifest, out)

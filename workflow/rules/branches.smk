@@ -116,7 +116,7 @@ MIMIC = Branch(
     ecg_records=OUT / "cohort/index_admissions.parquet",
     ecg_root=source_roots()["ecg"],
     ecg_tree_outputs=(OUT / "source/ecg/files",) if IS_DEMO else (),
-    modalities=tuple(m for m in available_modalities() if m != "labs"),
+    modalities=tuple(m for m in available_modalities() if m != "lab"),
     tasks=("diagnosis", "prognosis"),
 )
 PTBXL_BRANCH = Branch(

@@ -101,7 +101,7 @@ def check_real_source():
 
 def available_modalities():
     roots = source_roots()
-    return ["labs"] + [m for m in ("ecg", "echo") if roots[m] is not None]
+    return ["lab"] + [m for m in ("ecg", "echo") if roots[m] is not None]
 
 
 def required_modalities():
@@ -264,11 +264,8 @@ def retrieval_prediction_files():
     ]
 
 
-MODALITY_SOURCE = {"lab": "labs", "ecg": "ecg", "echo": "echo"}
-
-
 def subset_available(subset):
-    return all(MODALITY_SOURCE[m] in available_modalities() for m in subset.split("+"))
+    return all(m in available_modalities() for m in subset.split("+"))
 
 
 def trained_subsets():
