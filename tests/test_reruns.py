@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -16,7 +17,7 @@ import yaml
 from conftest import REPO, SMALL_DEMO, planned_rules, snakemake, write_config
 
 from hftri_mimic.common.rule_code import imported_modules, library_files
-from hftri_mimic.tools.bench.reruns import no_op_min_age
+from hftri_mimic.tools.bench.reruns import no_op_lookback_days, no_op_min_age
 
 
 def copy_run(run: Path, workdir: Path, **overrides) -> Path:
@@ -228,3 +229,14 @@ def test_the_benchmarks_no_op_age_bound_has_no_admission_between():
     assert no_op_min_age(ages(12, 18, 40), 18) == 13
     with pytest.raises(ValueError, match="no age bound"):
         no_op_min_age(ages(17, 18), 18)
+
+
+def test_the_benchmarks_no_op_lookback_reaches_every_earlier_admission():
+    day, start = timedelta(days=1), datetime(2150, 1, 1)
+    admissions = pl.DataFrame(
+        {
+            "subject_id": [1, 1, 1, 2, 3, None],
+            "admittime": [start, start + 40 * day, start + 400 * day, start, None, None],
+        }
+    )
+    assert no_op_lookback_days(admissions) == 401  # subject 1 spans 400 days; one more keeps them all

@@ -50,13 +50,32 @@ def no_op_min_age(eligibility: pl.DataFrame, current: int) -> int:
     raise ValueError(f"patients are aged both {current} and {current - 1}: no age bound leaves the cohort as it is")
 
 
-def criterion_changes(run: Path) -> dict[str, dict]:
-    """The measured changes: config section -> {key: new value}."""
+def no_op_lookback_days(eligibility: pl.DataFrame) -> int:
+    """A prevalent-HF lookback longer than any patient's span of admissions: every earlier admission still counts."""
+    spans = (
+        eligibility.drop_nulls("admittime")
+        .group_by("subject_id")
+        .agg(span=(pl.col("admittime").max() - pl.col("admittime").min()).dt.total_days())
+    )
+    return int(spans["span"].max() or 0) + 1
+
+
+def criterion_changes(run: Path) -> dict[str, dict | str]:
+    """The measured changes: config section -> {key: new value}, or why the change cannot be made on this run."""
     config = yaml.safe_load((run / "config.yaml").read_text())
     eligibility = pl.read_parquet(run / config["out_dir"] / "cohort/eligibility.parquet")
+    try:
+        no_op_age: dict | str = {"cohort": {"min_age": no_op_min_age(eligibility, config["cohort"]["min_age"])}}
+    except ValueError as err:
+        no_op_age = str(err)
+    lookback = config["labels"]["prevalent_lookback_days"]
     return {
         "followup_window": {"labels": {"followup_min_days": 2 * config["labels"]["followup_min_days"]}},
-        "no_op_age": {"cohort": {"min_age": no_op_min_age(eligibility, config["cohort"]["min_age"])}},
+        "no_op_age": no_op_age,
+        # null (any earlier admission) -> a bound no patient's admissions reach: a label criterion that moves no one
+        "no_op_lookback": {"labels": {"prevalent_lookback_days": no_op_lookback_days(eligibility)}}
+        if lookback is None
+        else f"labels.prevalent_lookback_days is {lookback}, not null",
         "ecg_clip_fraction": {"ecg": {"clip_fraction": 2 * config["ecg"]["clip_fraction"]}},
         "echo_mask_min_std": {"echo": {"mask_min_std": config["echo"]["mask_min_std"] + 1.0}},
         "lab_items": {"cohort": {"lab_itemids": config["cohort"]["lab_itemids"][:-1]}},
@@ -159,6 +178,9 @@ def main() -> None:
     print(f"full run: {full_s:.0f} job-seconds ({run})")
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
         for name in names:
+            if isinstance(changes[name], str):
+                print(f"\n{name}: not measured on this run ({changes[name]})")
+                continue
             result = measure(run, name, changes[name], args.cores, Path(scratch))
             print(f"\n{name}: {changes[name]}")
             print(f"  one pass, planned:        {by_rule(result['one_pass'])}")
