@@ -135,9 +135,15 @@ def timed_pass(workdir: Path, results: Path, target: str, cores: int) -> tuple[C
     return Counter(EXECUTED.findall(proc.stdout + proc.stderr)), wall, job_seconds(results, start)
 
 
+TARGETS = ("all", "dataset")  # target rules: no work of their own, not counted as jobs
+
+
+def jobs_only(counts: Counter) -> Counter:
+    return Counter({rule: n for rule, n in counts.items() if rule not in TARGETS})
+
+
 def by_rule(counts: Counter) -> str:
-    counts = Counter({rule: n for rule, n in counts.items() if rule not in ("all", "dataset")})
-    return ", ".join(f"{rule} {n}" for rule, n in sorted(counts.items())) or "nothing"
+    return ", ".join(f"{rule} {n}" for rule, n in sorted(jobs_only(counts).items())) or "nothing"
 
 
 def measure(run: Path, name: str, change: dict, cores: int, scratch: Path) -> dict:
@@ -183,11 +189,11 @@ def main() -> None:
                 continue
             result = measure(run, name, changes[name], args.cores, Path(scratch))
             print(f"\n{name}: {changes[name]}")
-            print(f"  one pass, planned:        {by_rule(result['one_pass'])}")
+            print(f"  one pass, planned ({jobs_only(result['one_pass']).total()} jobs): {by_rule(result['one_pass'])}")
             print(f"  dataset ({result['curation_wall_s']:.0f} s):  {by_rule(result['curation'])}")
             print(f"  then all ({result['rest_wall_s']:.0f} s): {by_rule(result['rest'])}")
             print(
-                f"  {name}: {sum(result['curation'].values()) + sum(result['rest'].values())} jobs, "
+                f"  {name}: {(jobs_only(result['curation']) + jobs_only(result['rest'])).total()} jobs, "
                 f"{result['wall_s']:.0f} s wall, {result['job_s']:.0f} job-seconds = "
                 f"{100 * result['job_s'] / max(full_s, 1e-9):.1f}% of the full run"
             )
