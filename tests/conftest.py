@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import subprocess
@@ -18,6 +19,7 @@ import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 from reference_data import mimic_demo_hosp  # noqa: E402
+from snakemake.utils import update_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,11 +144,9 @@ TRAIN_DEMO = {**base_config()["demo"], **TEST_OVERLAY["demo"]}
 
 
 def deep_merge(base: dict, overrides: dict) -> dict:
-    """``base`` with ``overrides`` laid over it key by key, as Snakemake merges a later --configfile."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = deep_merge(merged[key], value) if both_dicts else value
+    """``base`` with ``overrides`` laid over it by Snakemake's own merge of a later --configfile (neither changed)."""
+    merged = copy.deepcopy(base)
+    update_config(merged, copy.deepcopy(overrides))
     return merged
 
 

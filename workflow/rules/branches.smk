@@ -31,9 +31,6 @@ class Branch:
     def benchmark(self, path):
         return OUT / "benchmarks" / self.prefix / path
 
-    def ecg_source_files(self, wildcards):
-        return list(self.ecg_tree_outputs)
-
     def ecg_shard_outputs(self, kind):
         """Per-shard tables of every ECG shard in the branch's plan (evaluated after its checkpoint ran)."""
 
@@ -136,7 +133,6 @@ PTBXL_BRANCH = Branch(
 BRANCHES = (MIMIC, PTBXL_BRANCH)
 
 # The reported run's helpers are the MIMIC branch's.
-tokenizer_folder = MIMIC.tokenizer_folder
 model_params = MIMIC.model_params
 features_cached = MIMIC.features_cached
 dataset_inputs = MIMIC.dataset_inputs

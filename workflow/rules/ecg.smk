@@ -31,7 +31,7 @@ for branch in BRANCHES:
         name:
             branch.rule("ecg_shard")
         input:
-            branch.ecg_source_files,
+            list(branch.ecg_tree_outputs),
             plan=branch.root / "ecg/plan.parquet",
             code=library_code("ecg_shard.py"),
         output:
