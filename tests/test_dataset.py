@@ -11,6 +11,7 @@ import yaml
 from conftest import SMALL_DEMO, content_hashes, snakemake, write_config
 from reference_data import mimic_demo_hosp
 
+from hftri_mimic.dataset.manifest import assemble_manifest
 from hftri_mimic.dataset.text import build_demo_vocab, fit_texts, join_sentences, load_tokenizer, patient_sentences
 
 
@@ -248,3 +249,28 @@ def test_demo_run_produces_the_whole_dataset_folder(demo_run):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for name in ("manifest.parquet", "labs.parquet", "text.parquet", "splits.parquet", "DATASHEET.md"):
         assert f"hftri/{name}" in readme, f"README must document hftri/{name}"
+
+
+@pytest.mark.parametrize("modality", ["ecg", "echo"])
+def test_a_required_modality_with_no_usable_record_left_is_an_error(demo_run, tmp_path, modality):
+    """Every cohort record of a required modality excluded by its stage (e.g. every ECG in millivolts read as
+    microvolts): an error naming the modality and where the reasons are, never an empty dataset; the same stage
+    output with the modality not required leaves a dataset without it."""
+    out = demo_run / "results"
+    indexes = {m: out / f"{m}/index.parquet" for m in ("ecg", "echo")}
+    none_left = tmp_path / f"{modality}_index.parquet"
+    pl.read_parquet(indexes[modality]).clear().write_parquet(none_left)
+    indexes[modality] = none_left
+    inputs = {"cohort": out / "cohort/cohort.parquet", "lab_values": out / "dataset/lab_values.parquet"}
+    with pytest.raises(RuntimeError, match=rf"no usable {modality} record is left.*{modality}/exclusions.parquet"):
+        assemble_manifest(
+            **inputs, out=tmp_path / "manifest.parquet", required=["lab", "ecg", "echo"],
+            ecg_index=indexes["ecg"], echo_index=indexes["echo"],
+        )  # fmt: skip
+    assert not (tmp_path / "manifest.parquet").exists()
+    other = "echo" if modality == "ecg" else "ecg"
+    manifest = assemble_manifest(
+        **inputs, out=tmp_path / "manifest.parquet", required=["lab", other],
+        ecg_index=indexes["ecg"], echo_index=indexes["echo"],
+    )  # fmt: skip
+    assert manifest.height > 50 and not manifest[f"has_{modality}"].any() and manifest[f"has_{other}"].all()

@@ -25,9 +25,23 @@ import pytest
 from conftest import REPO, base_config, snakemake, write_config
 from reference_data import mimic_demo_hosp
 
-from hftri_mimic.cohort.concepts import check_attrition, hf_admissions, index_admissions, lab_admissions
+from hftri_mimic.cohort.concepts import (
+    EmptyCohortError,
+    check_attrition,
+    hf_admissions,
+    index_admissions,
+    lab_admissions,
+)
 from hftri_mimic.dataset.ehr import history_groups, lab_values
-from hftri_mimic.ingest.tables import HOSP_TABLES, INGEST_EXCLUSIONS, SourceError, check_source_table, ingest_table
+from hftri_mimic.ingest.tables import (
+    HOSP_TABLES,
+    INGEST_EXCLUSIONS,
+    RejectedShareError,
+    SourceError,
+    check_source_table,
+    ingest_table,
+    value_shape,
+)
 
 CONFIG = base_config()
 LAB_ITEMIDS = CONFIG["cohort"]["lab_itemids"]
@@ -485,6 +499,154 @@ def test_unusable_patients_row_removes_its_admissions_by_name(tmp_path, hosp, cl
     assert subject not in index["subject_id"].to_list()
     clean_index = pl.read_parquet(clean / "index_admissions.parquet")
     assert index.height == clean_index.height - (subject in clean_index["subject_id"].to_list())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Timestamps as other tools write them: the same values; a file in another format: an error, not an empty cohort
+# --------------------------------------------------------------------------------------------------------------
+
+MIMIC_TIME = re.compile(r"^(\d{4}-\d\d-\d\d) (\d\d:\d\d):(\d\d)$")
+
+# variant -> how a MIMIC-IV time 'YYYY-MM-DD HH:MM:SS' is rewritten (every time of the real demo has seconds 00)
+TIME_VARIANTS = {
+    "iso-t": r"\1T\2:\3",  # pandas/ISO 8601: 2196-02-24T14:38:00
+    "no-seconds": r"\1 \2",  # spreadsheets: 2196-02-24 14:38
+    "iso-t-no-seconds": r"\1T\2",
+    "fractional-seconds": r"\1 \2:\3.000",  # 2196-02-24 14:38:00.000
+    "iso-t-utc": r"\1T\2:\3.000000Z",  # JSON exports: 2196-02-24T14:38:00.000000Z
+}
+
+
+def rewrite_times(table: Table, pattern: str) -> int:
+    """Rewrite every MIMIC-IV time of the table with ``pattern``; the number of values rewritten."""
+    n = 0
+    for row in table.rows[1:]:
+        for i, value in enumerate(row):
+            new, k = MIMIC_TIME.subn(pattern, value)
+            row[i], n = new, n + k
+    table.save()
+    return n
+
+
+@pytest.mark.parametrize("variant", list(TIME_VARIANTS))
+def test_timestamp_variants_read_as_the_same_value(tmp_path, hosp, clean, variant):
+    table = Table(hosp / "admissions.csv.gz")
+    assert rewrite_times(table, TIME_VARIANTS[variant]) > 3 * table.n_data_rows, "admit, disch, edreg, edout times"
+    ingest_table("admissions", table.path, tmp_path / "admissions.parquet")
+    assert pl.read_parquet(tmp_path / "admissions.exclusions.parquet").height == 0
+    assert pl.read_parquet(tmp_path / "admissions.parquet").equals(pl.read_parquet(clean / "admissions.parquet"))
+
+
+def test_iso_timestamps_give_the_same_cohort(tmp_path, hosp, clean):
+    """Measured before (2026-12-04): this rewrite made every admission `unreadable_value` and the cohort empty."""
+    for name in ("admissions", "labevents"):
+        rewrite_times(Table(hosp / f"{name}.csv.gz"), TIME_VARIANTS["iso-t"])
+        ingest_table(name, hosp / f"{name}.csv.gz", tmp_path / f"{name}.parquet")
+    ingest_table("patients", hosp / "patients.csv.gz", tmp_path / "patients.parquet")
+    lab_admissions(tmp_path / "labevents.parquet", tmp_path / "lab_admissions.parquet", LAB_ITEMIDS)
+    cohort_attrition(tmp_path, tmp_path)
+    ours, expected = (pl.read_parquet(p / "index_admissions.parquet") for p in (tmp_path, clean))
+    assert expected.height > 50 and ours.equals(expected)
+
+
+def day_first(table: Table, lines: range | None = None) -> None:
+    """'2196-02-24 14:38:00' -> '24/02/2196 14:38' (a spreadsheet's export) in ``lines`` (default: every line)."""
+    for line in lines or range(2, len(table.rows) + 1):
+        for i, value in enumerate(table.rows[line - 1]):
+            table.rows[line - 1][i] = MIMIC_TIME.sub(lambda m: "/".join(m[1].split("-")[::-1]) + " " + m[2], value)
+    table.save()
+
+
+def test_mostly_unreadable_timestamps_stop_the_ingest_job(tmp_path, hosp):
+    """Day-first dates in admissions: the run stops at that table's ingest job, naming the file, the column, the
+    count and the shape of the first values (masked: no patient value reaches the log), and writes no cohort."""
+    table = Table(hosp / "admissions.csv.gz")
+    first_admittime = table.get(2, "admittime")
+    day_first(table)
+    proc = run_cohort(tmp_path, hosp)
+    message = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    log = (tmp_path / "results/logs/ingest/admissions.log").read_text()
+    for text in (message, log):
+        assert f"{table.path}: more than 1.0% of the rows lost in a needed column" in text, text[-3000:]
+        assert "column admittime: 275 of 275 rows (100.0%; 275 unreadable as TIMESTAMP, 0 empty)" in text
+        assert "line 2: '99/99/9999 99:99'" in text
+        assert table.get(2, "admittime") not in text and first_admittime not in text, "a patient value was logged"
+    assert not list((tmp_path / "results/parquet").glob("admissions*"))
+    assert not (tmp_path / "results/cohort/cohort.parquet").exists()
+
+
+def test_the_rejected_share_bound_is_configurable(tmp_path, hosp):
+    """3 of 100 patients rows with an unreadable anchor_age: over the default 1% an error; under a 5% bound, three
+    named exclusions. A bound of 0 makes any unreadable needed value an error."""
+    table = Table(hosp / "patients.csv.gz")
+    for line in (3, 4, 5):
+        table.set(line, "anchor_age", "n/a")
+    table.save()
+    with pytest.raises(RejectedShareError, match=r"column anchor_age: 3 of 100 rows \(3\.0%.*line 3: 'a/a'"):
+        ingest_table("patients", table.path, tmp_path / "patients.parquet")
+    assert not (tmp_path / "patients.exclusions.parquet").exists(), "nothing is written"
+    kept = ingest_table("patients", table.path, tmp_path / "patients.parquet", max_rejected_share=0.05)
+    exclusions = pl.read_parquet(tmp_path / "patients.exclusions.parquet")
+    assert (kept, sorted(exclusions["line"])) == (97, [3, 4, 5])
+    table.rows = table.rows[:5]  # 4 rows, 3 bad: any bound below 75% stops
+    table.save()
+    with pytest.raises(RejectedShareError, match="3 of 4 rows"):
+        ingest_table("patients", table.path, tmp_path / "patients.parquet", max_rejected_share=0.5)
+
+
+def test_mostly_empty_needed_values_stop_the_ingest_job(tmp_path, hosp):
+    table = Table(hosp / "admissions.csv.gz")
+    for line in range(2, 102):
+        table.set(line, "dischtime", "")
+    table.save()
+    with pytest.raises(
+        RejectedShareError, match=r"column dischtime: 100 of 275 rows \(36\.4%; 0 unreadable as TIMESTAMP, 100 empty\)"
+    ):
+        ingest_table("admissions", table.path, tmp_path / "admissions.parquet")
+
+
+def test_value_shape_masks_digits_and_letters():
+    assert value_shape("2196-02-24T14:38:00+02") == "9999-99-99A99:99:99+99"
+    assert value_shape("n/a") == "a/a" and value_shape("ERROR <0.01") == "AAAAA <9.99" and value_shape("") == ""
+
+
+def test_an_empty_cohort_is_an_error_naming_the_attrition(tmp_path, clean):
+    """Every admission below a minimum age of 120: no index admission, an error listing the patients left per step."""
+    with pytest.raises(EmptyCohortError, match=r"the cohort is empty.*age at admission < 120: 0"):
+        index_admissions(
+            admissions=clean / "admissions.parquet",
+            patients=clean / "patients.parquet",
+            out=tmp_path / "index_admissions.parquet",
+            attrition_out=tmp_path / "attrition.parquet",
+            eligibility_out=tmp_path / "eligibility.parquet",
+            min_age=120,
+            require_modalities=["lab"],
+            order="first",
+            lab_admissions=clean / "lab_admissions.parquet",
+        )
+    assert not (tmp_path / "attrition.parquet").exists()
+
+
+def test_a_required_modality_without_records_is_an_error(tmp_path, clean):
+    """ECG required, but no ECG of the record list falls in an admission window (e.g. every ECG before admittime)."""
+    empty = tmp_path / "ecg_admissions.parquet"
+    pl.DataFrame(
+        schema={"hadm_id": pl.Int64, "ecg_study_id": pl.Int64, "ecg_time": pl.Datetime, "ecg_path": pl.String}
+    ).write_parquet(empty)
+    with pytest.raises(EmptyCohortError, match=r"'ecg', but no ECG of the record list falls within any admission"):
+        index_admissions(
+            admissions=clean / "admissions.parquet",
+            patients=clean / "patients.parquet",
+            out=tmp_path / "index_admissions.parquet",
+            attrition_out=tmp_path / "attrition.parquet",
+            eligibility_out=tmp_path / "eligibility.parquet",
+            min_age=18,
+            require_modalities=["lab", "ecg"],
+            order="first",
+            lab_admissions=clean / "lab_admissions.parquet",
+            ecg_admissions=empty,
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -128,6 +128,7 @@ def index_admissions(
     eligibility_out: Path | str,
     threads: int = 1,
     mem_mb: int | None = None,
+    allow_empty: bool = False,
 ) -> int:
     """Apply cohort criteria 1-6 and write the index admission of each patient with its chosen records,
     plus the attrition rows of these steps, computed from the eligibility table (``eligibility_out``: one row per
@@ -139,6 +140,10 @@ def index_admissions(
     ``admission_exclusions`` (the admissions rows excluded at ingest, with their subject_id) makes the
     first step count every row of the source file. Two steps appear only when they exclude something:
     admission rows excluded at ingest, and admissions whose subject has no usable patients row.
+
+    No patient left, or a required modality without any record in an admission window, raises ``EmptyCohortError``
+    (a run on a source that does not fit must not end as an empty success); ``allow_empty`` is for tests of single
+    criteria on one-patient sources.
     """
     available = {"lab": lab_admissions, "ecg": ecg_admissions, "echo": echo_admissions}
     for modality in require_modalities:
@@ -173,6 +178,8 @@ def index_admissions(
         register_parquet(con, admission_exclusions=admission_exclusions)
     else:
         _empty_view(con, "admission_exclusions", "NULL::BIGINT AS subject_id")
+    if not allow_empty:
+        _check_required_records(con, require_modalities)
     con.execute(f"CREATE TEMP TABLE aged AS {concept_sql('admission_age')}")
     criteria = {"min_age": int(min_age), **{f"require_{m}": m in require_modalities for m in MODALITIES}}
     con.execute(f"CREATE TEMP TABLE eligibility AS {concept_sql('admission_eligibility')}", criteria)
@@ -182,9 +189,39 @@ def index_admissions(
     steps = cohort_steps(eligibility, min_age, require_modalities, order)
     eligibility = with_attrition_steps(eligibility, steps)
     write_parquet_atomic(eligibility, eligibility_out)
-    write_attrition(attrition_rows(eligibility, steps), attrition_out)
+    rows = attrition_rows(eligibility, steps)
+    if n == 0 and not allow_empty:
+        raise EmptyCohortError(
+            "the cohort is empty: no admission passes every criterion, so there is nothing to build a dataset from. "
+            "Attrition (step: patients left): "
+            + "; ".join(f"{reason}: {subjects}" for _, reason, _, subjects, *_ in rows)
+        )
+    write_attrition(rows, attrition_out)
     log.info("index admissions: %d patients (required: %s)", n, ", ".join(require_modalities))
     return n
+
+
+class EmptyCohortError(RuntimeError):
+    """No patient is left (in the cohort, or of a required modality): an error, never an empty success."""
+
+
+# The availability view of each modality and where its records come from (for the error when none is left).
+_AVAILABILITY = {
+    "lab": ("lab_in_admission", "no configured lab item (cohort.lab_itemids) was measured during any admission"),
+    "ecg": ("ecg_in_admission", "no ECG of the record list falls within any admission's window (cohort.ecg_window)"),
+    "echo": (
+        "echo_in_admission",
+        "no echo study of the study list falls within any admission's window (cohort.echo_window)",
+    ),
+}
+
+
+def _check_required_records(con: duckdb.DuckDBPyConnection, require_modalities: Sequence[str]) -> None:
+    """A required modality whose availability table is empty leaves no patient: say which, and why."""
+    for modality in require_modalities:
+        view, why = _AVAILABILITY[modality]
+        if con.execute(f"SELECT count(*) FROM {view}").fetchone()[0] == 0:
+            raise EmptyCohortError(f"cohort.require_modalities has {modality!r}, but {why}: the cohort would be empty")
 
 
 # The eligibility table with is_index; an eligible admission that is not its patient's index admission fails the

@@ -115,6 +115,7 @@ def assemble_manifest(
         if modality in required:
             keep = keep & pl.col(f"has_{modality}")
     dropped = manifest.filter(~keep).height
+    _check_modalities_left(manifest, keep, required, [m for m, i in (("ecg", ecg_index), ("echo", echo_index)) if i])
     manifest = manifest.filter(keep).select(MANIFEST_COLUMNS).sort("subject_id")
     write_parquet_atomic(manifest, out)
     log.info(
@@ -125,6 +126,27 @@ def assemble_manifest(
         int(manifest["has_followup"].sum()),
     )
     return manifest
+
+
+def _check_modalities_left(manifest: pl.DataFrame, keep: pl.Expr, required: list[str], staged: list[str]) -> None:
+    """No patient left, or a required signal modality with no usable record: an error naming the stage. A modality
+    that is not required and has no usable record is logged (its subsets would train on nothing)."""
+    cohort_size = manifest.height
+    for modality in staged:  # the modalities whose stage ran (the source has them)
+        usable = int(manifest[f"has_{modality}"].sum())
+        if usable == 0 and modality in required:
+            raise RuntimeError(
+                f"no usable {modality} record is left: the {modality} stage excluded the record of every one of the "
+                f"{cohort_size} cohort patients (see {modality}/exclusions.parquet and its reasons), and "
+                f"cohort.require_modalities has {modality!r}: the dataset would be empty"
+            )
+        if usable == 0:
+            log.warning("no patient has a usable %s record: its subsets have nothing to learn from", modality)
+    if manifest.filter(keep).height == 0:
+        raise RuntimeError(
+            f"no patient is left: each of the {cohort_size} cohort patients lost a required record "
+            f"({', '.join(m for m in required if m != 'lab')}) in the ECG/echo stages; see their exclusions.parquet"
+        )
 
 
 def write_training_views(

@@ -8,11 +8,20 @@ from here on.
 Bad input (docs/FAULTS.md): a file that is missing, empty, unreadable or lacks a needed column is an error
 that names the file, raised by ``check_source_table`` before any job runs. A bad row is excluded with
 a named reason (``INGEST_EXCLUSIONS``) into ``<table>.exclusions.parquet`` beside the table, so that
-rows in the source = rows kept + rows excluded.
+rows in the source = rows kept + rows excluded. A needed column that loses more than a small share of the rows
+(``max_rejected_share``, config ``ingest.max_rejected_share``) is a file in another format, not a few bad rows: the
+ingest stops and names the file, the column, the count and the shape of the first values (``RejectedShareError``).
+
+Timestamps are read as ISO 8601 by DuckDB's own TIMESTAMP cast: a space or a ``T`` between date and time, with or
+without seconds, with fractional seconds, with or without a trailing ``Z`` all read as the same value. Two forms read
+without error and are documented in docs/FAULTS.md: a date alone is midnight, and a UTC offset (``+02:00``) is
+dropped, keeping the written clock time (every MIMIC-IV time is a shifted local time; one file's times share a
+clock).
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import logging
 import time
@@ -271,8 +280,23 @@ INGEST_COLUMNS = ("needed", "all")
 EXCLUSIONS_SCHEMA = "line BIGINT, subject_id BIGINT, reason VARCHAR, detail VARCHAR"
 
 
+# A needed column may lose at most this share of a table's rows to unreadable or empty values (a larger share means the
+# file is in another format, e.g. day-first dates, rather than that a few rows are bad).
+MAX_REJECTED_SHARE = 0.01
+
+
 class SourceError(RuntimeError):
     """A source file is missing or does not have the layout of the real download."""
+
+
+class RejectedShareError(SourceError):
+    """A needed column of a source file could not be read in more than the allowed share of its rows."""
+
+
+def value_shape(value: str) -> str:
+    """The shape of a raw value with its content masked (digits -> 9, letters -> a or A), so that an error can show
+    the format of a patient value (``2196-02-24T14:38:00+02`` -> ``9999-99-99A99:99:99+99``) but not the value."""
+    return "".join("9" if c.isdigit() else ("A" if c.isupper() else "a") if c.isalpha() else c for c in value)
 
 
 def read_header(path: Path) -> list[str]:
@@ -361,6 +385,7 @@ def ingest_table(
     temp_dir: Path | str | None = None,
     exclusions_out: Path | str | None = None,
     columns: str = "needed",
+    max_rejected_share: float = MAX_REJECTED_SHARE,
 ) -> int:
     """Convert one source CSV to Parquet (zstd, sorted by subject and time); return the number of rows kept.
 
@@ -374,6 +399,10 @@ def ingest_table(
     from ``INGEST_EXCLUSIONS`` and the columns concerned; rows read = rows kept + rows excluded. Only the kept
     columns are read, so a value that cannot be read in a column the workflow does not use excludes nothing, and
     two rows with the same key are copies when they agree on the kept columns.
+
+    A needed column whose unreadable plus empty values (empty only where every row must have one) exceed
+    ``max_rejected_share`` of the rows read, or malformed lines above that share, raise ``RejectedShareError``;
+    nothing is written then.
     """
     if columns not in INGEST_COLUMNS:
         raise ValueError(f"columns must be one of {INGEST_COLUMNS}, not {columns!r}")
@@ -392,7 +421,7 @@ def ingest_table(
     # The dialect is fixed (no sniffing): a line DuckDB cannot parse or convert is stored in reject_errors.
     csv = (
         f"read_csv({sql_literal(str(src))}, auto_detect = false, header = true, delim = ',', quote = '\"', "
-        f"escape = '\"', columns = {declared}, timestampformat = '%Y-%m-%d %H:%M:%S', dateformat = '%Y-%m-%d', "
+        f"escape = '\"', columns = {declared}, dateformat = '%Y-%m-%d', "
         f"store_rejects = true)"
     )
     order_by = ", ".join(table.order_by)
@@ -426,6 +455,12 @@ def ingest_table(
         failing = con.execute(
             f"SELECT count(*) FROM read_parquet({sql_literal(str(exclusions_out))}) WHERE line IS NULL"
         ).fetchone()[0]
+        if excluded:
+            try:
+                _check_rejected_share(con, src, table, staged, header, failing, max_rejected_share)
+            except RejectedShareError:
+                exclusions_out.unlink(missing_ok=True)
+                raise
         if failing == 0 and not duplicates:
             staged.replace(out)
             rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(out))})").fetchone()[0]
@@ -449,6 +484,67 @@ def ingest_table(
         time.perf_counter() - t0,
     )
     return rows
+
+
+def _check_rejected_share(
+    con: duckdb.DuckDBPyConnection,
+    src: Path,
+    table: SourceTable,
+    staged: Path,
+    header: list[str],
+    failing: int,
+    max_share: float,
+) -> None:
+    """Raise ``RejectedShareError`` when a needed column, or the file's line structure, lost more than ``max_share``
+    of the rows read. Run only when something was excluded; it reads reject_errors and, for empty values, the
+    staged columns every row must have."""
+    staged_rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(staged))})").fetchone()[0]
+    rejected_lines = con.execute("SELECT count(DISTINCT line) FROM reject_errors").fetchone()[0]
+    rows_read = staged_rows + rejected_lines
+    unreadable = dict(
+        con.execute(
+            "SELECT column_name, count(DISTINCT line) FROM reject_errors WHERE error_type = 'CAST' GROUP BY column_name"
+        ).fetchall()
+    )
+    empty: dict[str, int] = {}
+    if failing and table.not_null:
+        counts = ", ".join(f"count(*) FILTER (WHERE {_quote(c)} IS NULL)" for c in table.not_null)
+        row = con.execute(f"SELECT {counts} FROM read_parquet({sql_literal(str(staged))})").fetchone()
+        empty = dict(zip(table.not_null, row, strict=True))
+    malformed = con.execute("SELECT count(DISTINCT line) FROM reject_errors WHERE error_type <> 'CAST'").fetchone()[0]
+    problems = []
+    for column in table.needed:
+        lost = unreadable.get(column, 0) + empty.get(column, 0)
+        if lost > max_share * rows_read:
+            kind = table.columns.get(column, "VARCHAR")
+            examples = _rejected_examples(con, column, header)
+            what = f"{unreadable.get(column, 0)} unreadable as {kind}, {empty.get(column, 0)} empty"
+            problems.append(f"column {column}: {lost} of {rows_read} rows ({lost / rows_read:.1%}; {what})" + examples)
+    if malformed > max_share * rows_read:
+        problems.append(f"{malformed} of {rows_read} lines malformed (wrong number of fields, quoting or encoding)")
+    if problems:
+        raise RejectedShareError(
+            f"{src}: more than {max_share:.1%} of the rows lost in a needed column (config ingest.max_rejected_share), "
+            f"so the file is not in the layout of {table.relpath} of the {table.layout_hint}; nothing was written. "
+            + "; ".join(problems)
+        )
+
+
+def _rejected_examples(con: duckdb.DuckDBPyConnection, column: str, header: list[str], n: int = 3) -> str:
+    """The first unreadable values of a column, masked (``value_shape``), with their lines."""
+    rows = con.execute(
+        "SELECT line, csv_line, column_idx FROM reject_errors WHERE error_type = 'CAST' AND column_name = ? "
+        f"ORDER BY line LIMIT {n}",
+        [column],
+    ).fetchall()
+    if not rows:
+        return ""
+    shapes = []
+    for line, csv_line, column_idx in rows:
+        fields = next(csv.reader([csv_line]), [])
+        raw = fields[column_idx - 1] if 0 < column_idx <= len(fields) else ""
+        shapes.append(f"line {line}: {value_shape(raw)!r}")
+    return " - first values, digits shown as 9 and letters as a/A: " + ", ".join(shapes)
 
 
 def _repeats_a_key(con: duckdb.DuckDBPyConnection, staged: Path, key: Sequence[str]) -> bool:

@@ -13,6 +13,7 @@ rule ingest_table:
         table="|".join(TABLES),
     params:
         columns=config["ingest"]["columns"],
+        max_rejected_share=config["ingest"]["max_rejected_share"],
     log:
         OUT / "logs/ingest/{table}.log",
     benchmark:

@@ -8,6 +8,7 @@ with to_file(snakemake.log[0]):
         out=snakemake.output.table,
         exclusions_out=snakemake.output.exclusions,
         columns=snakemake.params.columns,
+        max_rejected_share=snakemake.params.max_rejected_share,
         threads=snakemake.threads,
         mem_mb=snakemake.resources.mem_mb,
         temp_dir=snakemake.resources.tmpdir,
