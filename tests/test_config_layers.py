@@ -82,8 +82,58 @@ def test_the_paper_overlay_trains_unfrozen_encoders_on_the_demo(tmp_path):
     assert "train_model" in rules and "encoder_features" not in rules  # two unfrozen layers: nothing to cache
 
 
+def flat(mapping: dict, prefix: str = "") -> dict[str, object]:
+    """{'model.tgmm.dim': 768, ...}: every leaf of a nested mapping by its dotted key."""
+    leaves = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            leaves.update(flat(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
+
+
+def test_the_real_overlay_alone_is_the_paper_model_with_real_sources_and_weights():
+    """One overlay for the real run: every value of paper.yaml, the three sources, the four checkpoints (each set in
+    one place; the BERT folder is also the tokenizer) and bf16 on the GPU."""
+    real = flat(overlay(REPO / "workflow/configs/real.yaml"))
+    paper = flat(overlay(REPO / "workflow/configs/paper.yaml"))
+    assert {key: real.get(key, "(absent)") for key in paper} == paper
+    fill_in = {key for key, value in real.items() if value is None}
+    assert fill_in == {
+        "model.text.folder",
+        "model.ecg.checkpoint",
+        "model.echo.checkpoint",
+        "echo.view_classifier.weights",
+        "dataset.text.tokenizer",  # null: model.text.folder's vocabulary
+    }
+    assert real["source.kind"] == "mimic" and all(real[f"source.{k}_root"] for k in ("hosp", "ecg", "echo"))
+    assert (real["echo.view_classifier.variant"], real["echo.classify_size"]) == ("convnext_base", 224)
+    assert real["train.optim.amp"] == "bf16"
+    text = (REPO / "workflow/configs/real.yaml").read_text()
+    assert text.count("FILL IN") >= 6, "the paths to set are marked"
+
+
 def test_the_real_overlay_names_the_missing_source_before_any_job(tmp_path):
-    proc = dry_run(tmp_path, REPO / "workflow/configs/paper.yaml", REPO / "workflow/configs/real.yaml")
+    proc = dry_run(tmp_path, REPO / "workflow/configs/real.yaml")
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert "source.hosp_root" in output and "is not a directory" in output
+
+
+def test_the_bert_folder_is_the_tokenizer_and_a_missing_checkpoint_is_named(tmp_path):
+    """model.text.folder set, dataset.text.tokenizer null: no demo vocabulary is built, the token ids use the folder's
+    vocab.txt. A checkpoint path that is not there fails before any job, naming its key."""
+    bert = tmp_path / "Bio_ClinicalBERT"
+    bert.mkdir()
+    (bert / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+    layer = tmp_path / "bert.yaml"
+    layer.write_text(yaml.safe_dump({"model": {"text": {"folder": str(bert)}}}))
+    proc = dry_run(tmp_path, REPO / ".test/config.yaml", layer, target="dataset")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rules = planned_rules(proc)
+    assert "text_tokens" in rules and "demo_tokenizer" not in rules
+    layer.write_text(yaml.safe_dump({"model": {"ecg": {"checkpoint": str(tmp_path / "st_mem.pth")}}}))
+    proc = dry_run(tmp_path, REPO / ".test/config.yaml", layer, target="dataset")
+    assert proc.returncode != 0
+    assert f"config model.ecg.checkpoint: {tmp_path / 'st_mem.pth'} is not a file" in proc.stdout + proc.stderr

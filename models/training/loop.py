@@ -72,6 +72,7 @@ __all__ = [
     "build_model",
     "forward_batch",
     "load_checkpoint",
+    "make_optimizer",
     "pick_device",
     "predict",
     "seed_everything",
@@ -419,13 +420,9 @@ def train(
         torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
 
 
-def _train(task, subset, model_or_factory, train_data, val_data, config, out, device, on_epoch_end, started):
-    best_path, last_path, log_path = out / "best.pt", out / "last.pt", out / "metrics.jsonl"
-    model = model_or_factory if isinstance(model_or_factory, nn.Module) else model_or_factory()
-    model.to(device)
-    amp = _use_amp(config, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = Adafactor(
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> Adafactor:
+    """Adafactor with an explicit step size (§5.1), over the trainable parameters."""
+    return Adafactor(
         params,
         lr=config.lr,
         eps=tuple(config.adafactor_eps),
@@ -437,6 +434,15 @@ def _train(task, subset, model_or_factory, train_data, val_data, config, out, de
         relative_step=False,
         warmup_init=False,
     )
+
+
+def _train(task, subset, model_or_factory, train_data, val_data, config, out, device, on_epoch_end, started):
+    best_path, last_path, log_path = out / "best.pt", out / "last.pt", out / "metrics.jsonl"
+    model = model_or_factory if isinstance(model_or_factory, nn.Module) else model_or_factory()
+    model.to(device)
+    amp = _use_amp(config, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, config)
     val_targets = _targets(val_data)
     metric = config.metrics.get(task, "loss")
     if not _metric_defined(task, metric, val_targets, subset):

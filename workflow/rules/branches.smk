@@ -41,8 +41,9 @@ class Branch:
         return inputs
 
     def tokenizer_folder(self):
-        """The configured BERT tokenizer folder, else the demo vocabulary the branch builds."""
-        folder = config["dataset"]["text"]["tokenizer"]
+        """The configured tokenizer folder, else the text encoder's BERT folder (Bio_ClinicalBERT's vocab.txt), else
+        the demo vocabulary the branch builds."""
+        folder = config["dataset"]["text"]["tokenizer"] or config["model"]["text"].get("folder")
         return Path(folder) if folder else self.root / "text/tokenizer"
 
     def task_texts(self):

@@ -399,6 +399,29 @@ def explain_outputs():
     return [OUT / "eval/explain/attention.parquet"]
 
 
+# Pretrained weights and vocabularies: config key -> what the path must be (a job fails hours later otherwise).
+WEIGHT_PATHS = {
+    ("model", "text", "folder"): "a Bio_ClinicalBERT folder (config.json, vocab.txt, weights)",
+    ("model", "ecg", "checkpoint"): "ST-MEM's checkpoint file",
+    ("model", "echo", "checkpoint"): "EchoPrime's echo_prime_encoder.pt",
+    ("dataset", "text", "tokenizer"): "a folder with vocab.txt",
+}
+
+
+def check_weight_paths():
+    """A configured checkpoint or folder that is not there fails before any job runs, naming its key."""
+    for keys, what in WEIGHT_PATHS.items():
+        value = config
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not value:
+            continue
+        expect_folder = keys[-1] in ("folder", "tokenizer")
+        if not (Path(value).is_dir() if expect_folder else Path(value).is_file()):
+            kind = "directory" if expect_folder else "file"
+            raise ValueError(f"config {'.'.join(keys)}: {value} is not a {kind} (expected {what})")
+
+
 def check_model_config():
     """Cross-key checks the schema cannot express, before any job runs."""
     if config["model"]["echo"].get("size") != config["echo"]["size"]:
@@ -415,6 +438,7 @@ def check_model_config():
 if not IS_DEMO:
     check_real_source()
 check_echo_classifier()
+check_weight_paths()
 check_model_config()
 check_compare_config()
 
