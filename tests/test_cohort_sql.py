@@ -58,6 +58,7 @@ SCHEMAS = {
         "dischtime": DT,
         "admission_type": pl.String,
         "race": pl.String,
+        "edregtime": DT,
     },
     "diagnoses_icd": {
         "subject_id": pl.Int64,
@@ -136,8 +137,17 @@ class Source:
             }
         )
 
-    def admission(self, subject_id: int, hadm_id: int, admittime: datetime, dischtime: datetime, labs: bool = True):
-        """An admission; with ``labs`` one configured lab item is drawn during it."""
+    def admission(
+        self,
+        subject_id: int,
+        hadm_id: int,
+        admittime: datetime,
+        dischtime: datetime,
+        labs: bool = True,
+        edregtime: datetime | None = None,
+    ):
+        """An admission (through the emergency department when ``edregtime``); with ``labs`` one configured lab item
+        is drawn during it."""
         self.admissions.append(
             {
                 "subject_id": subject_id,
@@ -146,6 +156,7 @@ class Source:
                 "dischtime": dischtime,
                 "admission_type": "EW EMER.",
                 "race": "WHITE",
+                "edregtime": edregtime,
             }
         )
         if labs:
@@ -387,6 +398,70 @@ def test_record_at_exactly_dischtime_is_inside(tmp_path, modality):
     assert window_pairs(tmp_path, modality, records, ZERO_WINDOW) == {(100, 1)}, (
         f"the window is closed: an {modality} at dischtime is in, one second later is out"
     )
+
+
+@pytest.mark.parametrize("modality", ["ecg", "echo"])
+def test_a_window_from_edregtime_takes_in_the_emergency_department_records(tmp_path, modality):
+    """Admission 100 came through the ED (registered 5 h before admittime), admission 300 did not: a record 2 h before
+    admittime is in the window from edregtime for 100 only; one 6 h before is before the ED registration."""
+    source = Source()
+    source.admission(1, 100, T0, T0 + 4 * D, edregtime=T0 - 5 * H)
+    source.admission(1, 300, T0 + 30 * D, T0 + 32 * D)  # direct admission: no edregtime
+    add = source.ecg if modality == "ecg" else source.echo
+    add(1, 1, T0 - 2 * H)
+    add(1, 2, T0 - 6 * H)
+    add(1, 3, T0 + 30 * D - 2 * H)
+    raw = source.write(tmp_path)
+    concept, records = (
+        (ecg_admissions, "ecg_record_list") if modality == "ecg" else (echo_admissions, "echo_study_list")
+    )
+    pairs = {}
+    for start_from in ("admittime", "edregtime"):
+        out = tmp_path / f"{start_from}.parquet"
+        window = {**ZERO_WINDOW, "start_from": start_from}
+        concept(
+            raw["admissions"],
+            raw[records],
+            out=out,
+            window=window,
+            places_out=tmp_path / f"{start_from}.places.parquet",
+        )
+        pairs[start_from] = set(pl.read_parquet(out).select("hadm_id", f"{modality}_study_id").rows())
+    assert pairs == {"admittime": set(), "edregtime": {(100, 1)}}
+    places = {
+        start_from: dict(pl.read_parquet(tmp_path / f"{start_from}.places.parquet").select("place", "n_records").rows())
+        for start_from in pairs
+    }
+    assert places == {"admittime": {"before_window": 3}, "edregtime": {"in_window": 1, "before_window": 2}}
+
+
+@pytest.mark.parametrize("modality", ["ecg", "echo"])
+def test_window_places_count_every_record_once(tmp_path, modality):
+    """Each record of the list is counted in exactly one place: in a window, near one (before or after), away from
+    every admission, or of a patient without admissions."""
+    source = Source()
+    source.admission(1, 100, T0, T0 + 4 * D)
+    source.admission(1, 200, T0 + 10 * D, T0 + 12 * D)
+    add = source.ecg if modality == "ecg" else source.echo
+    times = {1: T0 + D, 2: T0 + 11 * D, 3: T0 - 3 * H, 4: T0 + 4 * D + 5 * H, 5: T0 + 60 * D, 6: T0 + 10 * D - H}
+    for study_id, when in times.items():
+        add(1, study_id, when)
+    add(9, 7, T0)  # subject 9 has no admission
+    raw = source.write(tmp_path)
+    concept, records = (
+        (ecg_admissions, "ecg_record_list") if modality == "ecg" else (echo_admissions, "echo_study_list")
+    )
+    concept(raw["admissions"], raw[records], out=tmp_path / "pairs.parquet", window=ZERO_WINDOW,
+            places_out=tmp_path / "places.parquet")  # fmt: skip
+    places = pl.read_parquet(tmp_path / "places.parquet")
+    assert places.select("place", "n_records", "n_subjects").rows() == [
+        ("in_window", 2, 1),
+        ("before_window", 2, 1),  # 3 h before admission 100, 1 h before admission 200
+        ("after_window", 1, 1),
+        ("away_from_admissions", 1, 1),
+        ("no_admission", 1, 1),
+    ]
+    assert places["description"].null_count() == 0
 
 
 @pytest.mark.parametrize("modality", ["ecg", "echo"])

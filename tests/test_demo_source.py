@@ -283,3 +283,37 @@ def test_scale_mode_tables_keep_the_real_column_types(at_scale, table):
     real = inferred_types(mimic_demo_hosp() / f"{table}.csv.gz")
     ours = inferred_types(at_scale[0] / "source/hosp" / f"{table}.csv.gz")
     assert ours == real, f"{table}: generated (name, DuckDB type) differ from MIMIC-IV demo: {ours} vs {real}"
+
+
+def test_ecg_times_have_emergency_department_records_and_cart_clock_offsets(hosp_only):
+    """As in MIMIC-IV-ECG: some ECGs are taken in the emergency department before admittime (never before the ED
+    registration), and ecg_time is the cart's clock, off the hospital's for a share of the carts (one offset per cart,
+    10 to 120 minutes either way), in the record list and the machine measurements alike."""
+    source, truth = hosp_only / "source", hosp_only / "truth"
+    records = pl.read_csv(source / "ecg/record_list.csv", try_parse_dates=True).select("study_id", "ecg_time")
+    measured = pl.read_csv(source / "ecg/machine_measurements.csv", try_parse_dates=True).select(
+        "study_id", "cart_id", pl.col("ecg_time").alias("machine_time")
+    )
+    true_times = pl.read_parquet(truth / "ecg_records.parquet").select("subject_id", "study_id", "true_ecg_time")
+    ecgs = records.join(measured, on="study_id").join(true_times, on="study_id")
+    assert ecgs.height == records.height
+    assert (ecgs["ecg_time"] == ecgs["machine_time"]).all(), "record list and machine measurements share the clock"
+    ecgs = ecgs.with_columns(offset_min=(pl.col("ecg_time") - pl.col("true_ecg_time")).dt.total_minutes())
+    shifted = ecgs.filter(pl.col("offset_min") != 0)
+    assert 0.04 < shifted.height / ecgs.height < 0.2, f"{shifted.height} of {ecgs.height} records with an offset"
+    assert shifted["offset_min"].abs().is_between(10, 120).all()
+    assert (shifted["offset_min"] < 0).any() and (shifted["offset_min"] > 0).any()
+    per_cart = ecgs.group_by("cart_id").agg(pl.col("offset_min").n_unique().alias("n"))
+    assert (per_cart["n"] == 1).all(), "a cart's clock has one offset"
+
+    admissions = pl.read_csv(source / "hosp/admissions.csv.gz", try_parse_dates=True).select(
+        "subject_id", "admittime", "edregtime"
+    )
+    ed = (
+        ecgs.join(admissions, on="subject_id")
+        .filter(pl.col("true_ecg_time").is_between(pl.col("admittime") - pl.duration(hours=6), pl.col("admittime"),
+                                                   closed="left"))
+    )  # fmt: skip
+    assert ed.height > 10, "ED ECGs before admittime"
+    through_ed = ed.filter(pl.col("edregtime").is_not_null())
+    assert through_ed.height > 5 and (through_ed["true_ecg_time"] > through_ed["edregtime"]).all()

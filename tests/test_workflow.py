@@ -13,7 +13,25 @@ import yaml
 from conftest import REPO, base_config, planned_rules, snakemake, write_config
 from reference_data import mimic_demo_hosp
 
-from hftri_mimic.cohort.concepts import COHORT_COLUMNS
+from hftri_mimic.cohort.concepts import COHORT_COLUMNS, ecg_admissions
+
+
+def test_the_window_table_counts_every_ecg_and_a_window_from_edregtime_takes_in_ed_ecgs(demo_run, tmp_path):
+    """cohort/ecg_window.parquet places every ECG of the record list once; the demo's ED ECGs and clock offsets put
+    records just before the default window, and start_from edregtime brings ED ECGs in. The datasheet shows it."""
+    out = demo_run / "results"
+    places = pl.read_parquet(out / "cohort/ecg_window.parquet")
+    n_records = pl.read_parquet(out / "parquet/ecg_record_list.parquet").height
+    assert places["n_records"].sum() == n_records
+    counts = dict(places.select("place", "n_records").rows())
+    assert counts["before_window"] > 0 and counts["away_from_admissions"] > 0 and counts["in_window"] > n_records / 2
+    window = {**base_config()["cohort"]["ecg_window"], "start_from": "edregtime"}
+    ecg_admissions(out / "parquet/admissions.parquet", out / "parquet/ecg_record_list.parquet",
+                   out=tmp_path / "pairs.parquet", window=window, places_out=tmp_path / "places.parquet")  # fmt: skip
+    from_ed = dict(pl.read_parquet(tmp_path / "places.parquet").select("place", "n_records").rows())
+    gained = from_ed["in_window"] - counts["in_window"]
+    assert gained > 0 and from_ed["before_window"] < counts["before_window"]
+    assert "## Records and the admission windows" in (out / "hftri/DATASHEET.md").read_text()
 
 
 def test_demo_run_writes_one_cohort_row_per_patient(demo_run):
@@ -212,7 +230,7 @@ def test_config_resaved_with_other_key_order_plans_nothing(demo_run, tmp_path):
             {"lab_admissions", "index_admissions", "prevalent_hf"} | LABELS | SIGNALS | EHR | FINAL,
         ),
         (
-            {"cohort__ecg_window": {"start_offset_hours": -6, "end_offset_hours": 0}},
+            {"cohort__ecg_window": {"start_from": "admittime", "start_offset_hours": -6, "end_offset_hours": 0}},
             {"ecg_admissions", "index_admissions", "prevalent_hf"} | LABELS | SIGNALS | EHR | FINAL,
         ),
     ],

@@ -68,17 +68,61 @@ def lab_admissions(
     return n
 
 
-def _window_admissions(
-    concept: str, tables: dict, out: Path | str, window: dict, threads: int, mem_mb: int | None
-) -> int:
-    con = connect(threads, mem_mb)
-    register_parquet(con, **tables)
+# Records within this many hours of a window, but outside every window, are counted apart (window_records.sql): the
+# emergency-department records and machine clock offsets a wider window or start_from edregtime would take in.
+NEAR_WINDOW_HOURS = 24.0
+WINDOW_PLACES = {
+    "in_window": "inside an admission's window",
+    "before_window": f"within {NEAR_WINDOW_HOURS:.0f} h before a window (ED before admittime, or a clock behind)",
+    "after_window": f"within {NEAR_WINDOW_HOURS:.0f} h after a window (a clock ahead, or after discharge)",
+    "away_from_admissions": "further from every admission (outpatient)",
+    "no_admission": "the patient has no admission",
+}
+
+
+def _admission_windows(con: duckdb.DuckDBPyConnection, window: dict) -> None:
+    """The temp table admission_windows: one window per admission, as configured (cohort.<modality>_window)."""
     params = {
+        "start_from": str(window.get("start_from", "admittime")),
         "start_offset_hours": float(window["start_offset_hours"]),
         "end_offset_hours": float(window["end_offset_hours"]),
     }
-    n = copy_to_parquet(con, concept_sql(concept), out, params)
+    if params["start_from"] not in ("admittime", "edregtime"):
+        raise ValueError(f"window start_from must be 'admittime' or 'edregtime', got {params['start_from']!r}")
+    con.execute(f"CREATE TEMP TABLE admission_windows AS {concept_sql('admission_windows')}", params)
+
+
+def _window_admissions(
+    concept: str,
+    tables: dict,
+    out: Path | str,
+    window: dict,
+    threads: int,
+    mem_mb: int | None,
+    record_time: str,
+    places_out: Path | str | None,
+) -> int:
+    con = connect(threads, mem_mb)
+    register_parquet(con, **tables)
+    _admission_windows(con, window)
+    n = copy_to_parquet(con, concept_sql(concept), out)
     log.info("%s: %d (admission, record) pairs", concept, n)
+    records = next(name for name in tables if name != "admissions")
+    con.execute(
+        "CREATE TEMP VIEW records AS "
+        f"SELECT row_number() OVER () AS record_id, subject_id, {record_time} AS record_time FROM {records}"
+    )
+    rows = con.execute(concept_sql("window_records"), {"near_hours": NEAR_WINDOW_HOURS}).fetchall()
+    places = pl.DataFrame(
+        rows, schema={"place": pl.String, "n_records": pl.Int64, "n_subjects": pl.Int64}, orient="row"
+    ).with_columns(description=pl.col("place").replace_strict(WINDOW_PLACES, return_dtype=pl.String))
+    if places_out is not None:
+        write_parquet_atomic(places, places_out)
+    log.info(
+        "%s records against the admission windows: %s",
+        records,
+        ", ".join(f"{place} {n_records}" for place, n_records in places.select("place", "n_records").rows()),
+    )
     return n
 
 
@@ -89,10 +133,12 @@ def ecg_admissions(
     window: dict,
     threads: int = 1,
     mem_mb: int | None = None,
+    places_out: Path | str | None = None,
 ) -> int:
-    return _window_admissions(
-        "ecg_admissions", {"admissions": admissions, "ecg_record_list": ecg_record_list}, out, window, threads, mem_mb
-    )
+    """(admission, ECG) pairs of ECGs inside the admission's window; ``places_out``: where the record list's ECGs
+    fall against the windows (counts per place, ``WINDOW_PLACES``)."""
+    tables = {"admissions": admissions, "ecg_record_list": ecg_record_list}
+    return _window_admissions("ecg_admissions", tables, out, window, threads, mem_mb, "ecg_time", places_out)
 
 
 def echo_admissions(
@@ -102,10 +148,11 @@ def echo_admissions(
     window: dict,
     threads: int = 1,
     mem_mb: int | None = None,
+    places_out: Path | str | None = None,
 ) -> int:
-    return _window_admissions(
-        "echo_admissions", {"admissions": admissions, "echo_study_list": echo_study_list}, out, window, threads, mem_mb
-    )
+    """(admission, echo study) pairs of studies inside the admission's window; ``places_out`` as for ECGs."""
+    tables = {"admissions": admissions, "echo_study_list": echo_study_list}
+    return _window_admissions("echo_admissions", tables, out, window, threads, mem_mb, "study_datetime", places_out)
 
 
 def _empty_view(con: duckdb.DuckDBPyConnection, name: str, columns: str) -> None:

@@ -240,6 +240,25 @@ def plot_attrition_flow(attrition: pl.DataFrame, path: Path | str) -> Path:
     return Path(path)
 
 
+def _window_section(windows: dict[str, Path | str]) -> list[str]:
+    """Where the ECG records and echo studies fall against the admission windows (cohort.<modality>_window)."""
+    if not windows:
+        return []
+    lines = [
+        "## Records and the admission windows",
+        "",
+        "Every record of the ECG record list and echo study list, by where it falls against its patient's admission "
+        "windows (config `cohort.ecg_window`, `cohort.echo_window`); only records inside a window can be chosen.",
+        "",
+        "| modality | place | records | patients | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for modality, path in windows.items():
+        for place, n_records, n_subjects, meaning in pl.read_parquet(path).rows():
+            lines.append(f"| {modality} | {place} | {n_records} | {n_subjects} | {meaning} |")
+    return [*lines, ""]
+
+
 def write_datasheet(
     manifest: Path | str,
     labs: Path | str,
@@ -249,8 +268,10 @@ def write_datasheet(
     out: Path | str,
     figures_dir: Path | str,
     echo_dicoms: Path | str | None = None,
+    windows: dict[str, Path | str] | None = None,
 ) -> None:
-    """DATASHEET.md with Fig. 1-style statistics, PNG plots and a Table 1-style count table."""
+    """DATASHEET.md with Fig. 1-style statistics, PNG plots and a Table 1-style count table; ``windows``: modality ->
+    where its records fall against the admission windows (cohort/<modality>_window.parquet)."""
     manifest_df, labs_df = pl.read_parquet(manifest), pl.read_parquet(labs)
     texts_df, attrition_df, splits_df = pl.read_parquet(texts), pl.read_parquet(attrition), pl.read_parquet(splits)
     labs_df = labs_df.filter(pl.col("subject_id").is_in(manifest_df["subject_id"].to_list()))
@@ -345,6 +366,7 @@ def write_datasheet(
         "|---|---|---|---|---|---|",
         *[f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} |" for r in attrition_df.sort("reason_id").rows()],
         "",
+        *_window_section(windows or {}),
         "## Splits",
         "",
         "| task | split | patients (repeat 0, fold 0) |",

@@ -108,6 +108,7 @@ def generate_demo_source(
     counts = dict.fromkeys(HOSP_TABLES, 0) | {"ecg_records": 0, "echo_studies": 0, "echo_dicoms": 0}
     next_labevent_id, next_pharmacy_id = 1, 1
     ecg_span, echo_span = 10_000_000 // n_chunks, 10_000_000 // n_chunks
+    cart_offsets = records.cart_clock_offsets(spec.seed)
     for chunk in tqdm(range(n_chunks), desc="demo hosp tables", unit="chunk", disable=n_chunks == 1):
         n = min(CHUNK_PATIENTS, total - chunk * CHUNK_PATIENTS)
         rng = np.random.default_rng([spec.seed, chunk])
@@ -141,8 +142,10 @@ def generate_demo_source(
         )
         if spec.scale is not None:  # scale mode: the real archives' records per patient
             ecgs = keep_records(calibration_rng, ecgs, v31_rows("ecg_records", n))
+        measurements = records.machine_measurements(rng, ecgs)
+        ecgs, measurements = records.apply_clock_offsets(ecgs, measurements, cart_offsets)
         ecg_list.write(ecgs.select(records.ECG_RECORD_LIST_COLUMNS))
-        ecg_mm.write(records.machine_measurements(rng, ecgs))
+        ecg_mm.write(measurements)
         studies = records.echo_studies(
             rng, pop, spec.echo_fraction, 90_000_000 + chunk * echo_span, 90_000_000 + (chunk + 1) * echo_span
         )
@@ -159,7 +162,9 @@ def generate_demo_source(
 
         truth_patients.append(_patient_truth(pop, history))
         truth_ecg.append(
-            ecgs.select("subject_id", "study_id", "ecg_time", "path", "_qrs_ms", "_t_amp", "_hr", "_defect")
+            ecgs.select(
+                "subject_id", "study_id", "ecg_time", "_true_ecg_time", "path", "_qrs_ms", "_t_amp", "_hr", "_defect"
+            )
         )
         truth_dicoms.append(dicoms)
     for appender in (*hosp_out.values(), ecg_list, ecg_mm, echo_list, echo_studies_out):

@@ -76,9 +76,12 @@ def ecg_records(
     src = np.repeat(np.arange(adm.height), per_adm)
     times = [_times_in(rng, admit[src], disch[src])]
     pidx = [pidx_adm[src]]
-    # Emergency-department ECGs shortly before admission (inside the window only with an offset).
+    # Emergency-department ECGs shortly before admission (inside the window only with an offset or start_from
+    # edregtime): after the ED registration when the admission came through the ED.
     ed = (role == CARDIAC) & has_ecg[pidx_adm] & (rng.random(adm.height) < 0.15)
-    times.append((admit[ed] - rng.integers(60, 360, ed.sum()) * MINUTE).astype("datetime64[ms]"))
+    ed_times = (admit[ed] - rng.integers(60, 360, ed.sum()) * MINUTE).astype("datetime64[ms]")
+    edreg = adm["edregtime"].to_numpy()[ed].astype("datetime64[ms]")
+    times.append(np.where(np.isnat(edreg), ed_times, np.maximum(ed_times, edreg + 5 * MINUTE)))
     pidx.append(pidx_adm[ed])
     # Outpatient ECGs, away from any admission.
     cardiac = adm.filter(pl.col("_role") == CARDIAC)
@@ -118,6 +121,35 @@ def ecg_records(
             pl.col("study_id"),
         ),
     )
+
+
+# Machine clocks: MIMIC-IV-ECG's ecg_time is the cart's own clock, not synchronised with the hospital's. The demo gives
+# this share of its carts (cart_id 6000-6899) a fixed offset of 10 to 120 minutes, either way (our assumption of a
+# realistic share; it moves records near an admission's ends across the window boundary).
+CLOCK_OFFSET_CART_SHARE = 0.1
+CART_IDS = (6000, 6900)
+
+
+def cart_clock_offsets(seed: int) -> dict[int, np.timedelta64]:
+    """cart_id -> the offset of its clock (machine time - hospital time), for the carts whose clock is off."""
+    rng = np.random.default_rng([seed, 4])
+    carts = np.arange(*CART_IDS)
+    off = carts[rng.random(len(carts)) < CLOCK_OFFSET_CART_SHARE]
+    minutes = rng.integers(10, 121, len(off)) * rng.choice([-1, 1], len(off))
+    return {int(c): np.timedelta64(int(m), "m") for c, m in zip(off, minutes, strict=True)}
+
+
+def apply_clock_offsets(
+    ecgs: pl.DataFrame, measurements: pl.DataFrame, offsets: dict[int, np.timedelta64]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """ecg_time as the cart's clock wrote it (record list, machine measurements, WFDB header); the hospital-clock time
+    stays in ``_true_ecg_time`` for the ground truth."""
+    minutes = measurements["cart_id"].replace_strict(
+        {c: int(o / np.timedelta64(1, "m")) for c, o in offsets.items()}, default=0, return_dtype=pl.Int64
+    )
+    shift = pl.duration(minutes=minutes)
+    ecgs = ecgs.with_columns(_true_ecg_time=pl.col("ecg_time"), ecg_time=pl.col("ecg_time") + shift)
+    return ecgs, measurements.with_columns(ecg_time=pl.col("ecg_time") + shift)
 
 
 def machine_measurements(rng: np.random.Generator, ecgs: pl.DataFrame) -> pl.DataFrame:

@@ -102,7 +102,7 @@ TABLES: dict[str, SourceTable] = {
             "edouttime": "TIMESTAMP",
             "hospital_expire_flag": "BIGINT",
         },
-        ("subject_id", "hadm_id", "admittime", "dischtime", "race"),
+        ("subject_id", "hadm_id", "admittime", "dischtime", "race", "edregtime"),
         ("subject_id", "admittime", "hadm_id"),
         HOSP_HINT,
         not_null=("subject_id", "hadm_id", "admittime", "dischtime"),

@@ -1,16 +1,13 @@
 -- Echocardiogram studies done during an admission (HFTri-MIMIC cohort criterion 4, docs/CURATION.md, Cohort).
--- A study belongs to an admission when study_datetime lies in
--- [admittime + $start_offset_hours, dischtime + $end_offset_hours] of an admission of the same patient.
--- One row per (admission, study).
--- Parameters: $start_offset_hours, $end_offset_hours.
--- Inputs: admissions, echo_study_list (views).
+-- A study belongs to an admission when study_datetime lies in the admission's window (admission_windows.sql) of an
+-- admission of the same patient. One row per (admission, study).
+-- Inputs: admission_windows, echo_study_list (views).
 SELECT
-    a.hadm_id,
+    w.hadm_id,
     s.subject_id,
     s.study_id AS echo_study_id,
     s.study_datetime AS echo_time
-FROM admissions AS a
+FROM admission_windows AS w
 JOIN echo_study_list AS s
-  ON s.subject_id = a.subject_id
- AND s.study_datetime >= a.admittime + to_microseconds(CAST($start_offset_hours * 3600e6 AS BIGINT))
- AND s.study_datetime <= a.dischtime + to_microseconds(CAST($end_offset_hours * 3600e6 AS BIGINT))
+  ON s.subject_id = w.subject_id
+ AND s.study_datetime BETWEEN w.window_start AND w.window_end

@@ -30,7 +30,8 @@ rule ecg_admissions:
         records=OUT / "parquet/ecg_record_list.parquet",
         code=library_code("window_admissions.py", sql=["ecg_admissions"]),
     output:
-        OUT / "cohort/ecg_admissions.parquet",
+        pairs=OUT / "cohort/ecg_admissions.parquet",
+        places=OUT / "cohort/ecg_window.parquet",
     params:
         window=config["cohort"]["ecg_window"],
     log:
@@ -53,7 +54,8 @@ rule echo_admissions:
         records=OUT / "parquet/echo_study_list.parquet",
         code=library_code("window_admissions.py", sql=["echo_admissions"]),
     output:
-        OUT / "cohort/echo_admissions.parquet",
+        pairs=OUT / "cohort/echo_admissions.parquet",
+        places=OUT / "cohort/echo_window.parquet",
     params:
         window=config["cohort"]["echo_window"],
     log:

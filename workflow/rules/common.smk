@@ -228,6 +228,9 @@ def datasheet_inputs(wildcards):
     inputs = {name: OUT / f"hftri/{name}.parquet" for name in ("manifest", "labs", "text", "attrition", "splits")}
     if "echo" in available_modalities():
         inputs["echo_dicoms"] = OUT / "echo/dicoms.parquet"
+    for modality in ("ecg", "echo"):
+        if modality in available_modalities():
+            inputs[f"{modality}_window"] = OUT / f"cohort/{modality}_window.parquet"
     return inputs
 
 

@@ -11,4 +11,5 @@ with to_file(snakemake.log[0]):
         out=snakemake.output.sheet,
         figures_dir=snakemake.output.figures,
         echo_dicoms=snakemake.input.get("echo_dicoms"),
+        windows={m: snakemake.input.get(f"{m}_window") for m in ("ecg", "echo") if snakemake.input.get(f"{m}_window")},
     )

@@ -6,8 +6,9 @@ with to_file(snakemake.log[0]):
     concept(
         snakemake.input.admissions,
         snakemake.input.records,
-        out=snakemake.output[0],
+        out=snakemake.output.pairs,
         window=snakemake.params.window,
+        places_out=snakemake.output.places,
         threads=snakemake.threads,
         mem_mb=snakemake.resources.mem_mb,
     )
