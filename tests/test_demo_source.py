@@ -177,7 +177,8 @@ def test_dicoms_read_back_as_ultrasound_multiframe_jpeg_ybr(with_signals):
     kinds = {"multi": 0, "still": 0, "regions": 0, "no_regions": 0}
     # The generator cuts a few files short on purpose (the echo stage's `truncated` exclusion): read the intact.
     truncated = set(truth.filter(defect="truncated")["dicom_filepath"])
-    intact = listing.filter(~pl.col("dicom_filepath").is_in(truncated))
+    other_kinds = set(truth.filter(pl.col("encoding") != "jpeg_baseline")["dicom_filepath"])  # tested below
+    intact = listing.filter(~pl.col("dicom_filepath").is_in(truncated | other_kinds))
     assert intact.height < listing.height or not truncated
     for row in intact.head(40).iter_rows(named=True):
         path = with_signals / "source/echo" / row["dicom_filepath"]
@@ -317,3 +318,34 @@ def test_ecg_times_have_emergency_department_records_and_cart_clock_offsets(hosp
     assert ed.height > 10, "ED ECGs before admittime"
     through_ed = ed.filter(pl.col("edregtime").is_not_null())
     assert through_ed.height > 5 and (through_ed["true_ecg_time"] > through_ed["edregtime"]).all()
+
+
+def test_echo_studies_hold_stills_and_dicoms_of_several_kinds_at_realistic_shares(hosp_only):
+    """About 45% of MIMIC-IV-ECHO's files are stills (235,543 of 525,422); besides JPEG Baseline, RLE, uncompressed,
+    JPEG 2000 and PALETTE COLOR files occur (hftri_mimic/demo/records.py DICOM_ENCODINGS)."""
+    dicoms = pl.read_parquet(hosp_only / "truth/echo_dicoms.parquet")
+    stills = dicoms.filter(pl.col("view") == "still")
+    assert 0.38 < stills.height / dicoms.height < 0.52, stills.height / dicoms.height
+    shares = dict(dicoms.group_by("encoding").len().with_columns(share=pl.col("len") / dicoms.height).select(
+        "encoding", "share").rows())  # fmt: skip
+    assert set(shares) == {"jpeg_baseline", "rle", "native", "jpeg2000", "palette"}
+    assert 0.9 < shares["jpeg_baseline"] < 0.97
+    assert set(dicoms.filter(pl.col("view") != "still")["encoding"]) == {"jpeg_baseline", "rle", "native", "jpeg2000"}
+
+
+def test_every_demo_dicom_decodes_with_the_transfer_syntax_of_its_kind(with_signals):
+    from hftri_mimic.echo.dicom import decode_frames
+
+    syntax = {
+        "jpeg_baseline": ("JPEG Baseline (Process 1)", "YBR_FULL_422"),
+        "rle": ("RLE Lossless", "RGB"),
+        "native": ("Explicit VR Little Endian", "RGB"),
+        "jpeg2000": ("JPEG 2000 Image Compression (Lossless Only)", "RGB"),
+        "palette": ("Explicit VR Little Endian", "PALETTE COLOR"),
+    }
+    dicoms = pl.read_parquet(with_signals / "truth/echo_dicoms.parquet").filter(pl.col("defect") == "none")
+    assert dicoms.height > 100
+    for row in dicoms.iter_rows(named=True):
+        ds = pydicom.dcmread(with_signals / "source/echo" / row["dicom_filepath"])
+        assert (ds.file_meta.TransferSyntaxUID.name, ds.PhotometricInterpretation) == syntax[row["encoding"]]
+        assert decode_frames(ds, [0]).std() > 5

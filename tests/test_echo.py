@@ -192,6 +192,64 @@ def test_other_transfer_syntaxes_decode_through_pydicom(tmp_path: Path, pi: str)
     assert cine.n_frames_used == 3 and cine.mask_source == "regions"
 
 
+# Real ultrasound files of the other kinds MIMIC-IV-ECHO may hold (pydicom's and pydicom-data's test files).
+REAL_KINDS = {
+    "US1_UNCR.dcm": ("Explicit VR Little Endian", "RGB"),
+    "US1_J2KR.dcm": ("JPEG 2000 Image Compression (Lossless Only)", "YBR_RCT"),
+    "US1_J2KI.dcm": ("JPEG 2000 Image Compression", "YBR_ICT"),
+    "examples_palette.dcm": ("Explicit VR Little Endian", "PALETTE COLOR"),
+    "OBXXXX1A_rle.dcm": ("RLE Lossless", "PALETTE COLOR"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_KINDS))
+def test_real_ultrasound_of_every_kind_decodes_as_pydicom_does(name: str) -> None:
+    """JPEG 2000 (pylibjpeg-openjpeg), RLE, uncompressed and PALETTE COLOR files decode to the RGB pydicom gives
+    (its own decode, colour conversion and palette lookup), and a single frame is skipped by name."""
+    from pydicom.pixels import apply_color_lut
+
+    ds = _real(name)
+    assert (ds.file_meta.TransferSyntaxUID.name, ds.PhotometricInterpretation) == REAL_KINDS[name]
+    ours = decode_frames(ds, [0])[0]
+    ref = ds.pixel_array
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        ref = (apply_color_lut(ref, ds) >> 8).astype(np.uint8)  # 16-bit lookup tables
+    assert ours.shape == ref.shape and ours.dtype == np.uint8
+    assert np.abs(ours.astype(np.int16) - ref).max() <= 1, name
+    assert ours.std() > 10, "an image, not a blank"
+    assert _reason(Path(get_testdata_file(name))).reason == "single_frame"
+
+
+def test_lossless_jpeg_2000_decodes_to_the_uncompressed_pixels() -> None:
+    """The same ultrasound image stored uncompressed and as lossless JPEG 2000 (YBR_RCT): identical RGB."""
+    plain, j2k = (decode_frames(_real(name), [0]) for name in ("US1_UNCR.dcm", "US1_J2KR.dcm"))
+    np.testing.assert_array_equal(j2k, plain)
+
+
+@pytest.mark.parametrize("encoding", ["rle", "native", "jpeg2000"])
+def test_demo_cines_of_other_encodings_are_lossless_and_read_as_cines(tmp_path: Path, encoding: str) -> None:
+    frames = _cine("A4C", n_frames=6, h=64, w=80)
+    path = tmp_path / f"{encoding}.dcm"
+    write_us_multiframe(
+        path, frames, subject_id=10000032, study_id=90000001, acquisition_datetime=ACQ,
+        frame_time_ms=CINE_KW["frame_time_ms"], instance_number=1, encoding=encoding,
+    )  # fmt: skip
+    np.testing.assert_array_equal(decode_frames(pydicom.dcmread(path), range(6)), frames)
+    cine = read_cine(path, SETTINGS)
+    assert cine.n_frames_in == 6 and cine.mask_source == "regions"
+
+
+def test_demo_palette_still_is_written_as_palette_color_and_skipped(tmp_path: Path) -> None:
+    still = synth_doppler_still(np.random.default_rng(0), height=H, width=W)
+    path = tmp_path / "palette.dcm"
+    write_us_still(path, still, subject_id=10000032, study_id=90000001, acquisition_datetime=ACQ, instance_number=2,
+                   encoding="palette")  # fmt: skip
+    ds = pydicom.dcmread(path)
+    assert ds.PhotometricInterpretation == "PALETTE COLOR" and ds.SamplesPerPixel == 1
+    assert np.abs(decode_frames(ds, [0])[0].astype(np.int16) - still).mean() < 2, "256 colours keep the picture"
+    assert _reason(path).reason == "single_frame"
+
+
 # --------------------------------------------------------------------------- masks on demo cines
 
 

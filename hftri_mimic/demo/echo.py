@@ -41,7 +41,10 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
     JPEGBaseline8Bit,
+    RLELossless,
     UltrasoundImageStorage,
     UltrasoundMultiFrameImageStorage,
     generate_uid,
@@ -951,10 +954,54 @@ def _check_rgb(arr: np.ndarray, ndim: int) -> None:
         raise ValueError(f"expected RGB uint8 {shape}, got {arr.dtype} {arr.shape}")
 
 
+# How a demo DICOM's pixels are stored (records.DICOM_ENCODINGS draws one per file): GE's JPEG Baseline YBR_FULL_422,
+# or one of the other kinds a real archive holds (RLE, uncompressed, JPEG 2000, and for stills PALETTE COLOR).
+ENCODINGS = ("jpeg_baseline", "rle", "native", "jpeg2000", "palette")
+
+
+def _set_pixels(ds: Dataset, frames_rgb: np.ndarray, encoding: str, quality: int) -> None:
+    """PixelData of (n, H, W, 3) RGB uint8 frames in ``encoding`` (transfer syntax, photometric interpretation and
+    the lossy-compression attributes set to match)."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if encoding == "jpeg_baseline":
+        ds.PixelData = encapsulate([_encode_jpeg(f, quality) for f in frames_rgb])
+        ds["PixelData"].is_undefined_length = True
+        return
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.LossyImageCompression = "00"
+    del ds.LossyImageCompressionMethod
+    if encoding == "palette":
+        _set_palette(ds, frames_rgb)
+        return
+    ds.PhotometricInterpretation = "RGB"
+    ds.PixelData = np.ascontiguousarray(frames_rgb).tobytes()
+    if encoding == "rle":
+        ds.compress(RLELossless)
+    elif encoding == "jpeg2000":
+        ds.compress(JPEG2000Lossless)  # pylibjpeg-openjpeg; stored as YBR_RCT, decoded back to RGB exactly
+
+
+def _set_palette(ds: Dataset, frames_rgb: np.ndarray) -> None:
+    """8-bit PALETTE COLOR: the first frame's 256-colour median-cut palette (Pillow) as 16-bit lookup tables, every
+    frame mapped onto it (uncompressed)."""
+    palette_image = Image.fromarray(frames_rgb[0]).quantize(256, method=Image.Quantize.MEDIANCUT)
+    indices = np.stack([np.asarray(Image.fromarray(f).quantize(palette=palette_image)) for f in frames_rgb])
+    lut = np.zeros((256, 3), np.uint16)
+    colours = np.asarray(palette_image.getpalette()[: 3 * 256], dtype=np.uint16).reshape(-1, 3)
+    lut[: len(colours)] = colours * 257  # 8 -> 16 bits
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    del ds.PlanarConfiguration
+    for channel, name in enumerate(("Red", "Green", "Blue")):
+        setattr(ds, f"{name}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        setattr(ds, f"{name}PaletteColorLookupTableData", lut[:, channel].astype("<u2").tobytes())
+    ds.PixelData = indices.astype(np.uint8).tobytes()
+
+
 def _save(ds: Dataset, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds["PixelData"].is_undefined_length = True
     ds.save_as(path, enforce_file_format=True)
 
 
@@ -969,8 +1016,10 @@ def write_us_multiframe(
     instance_number: int,
     with_regions: bool = True,
     quality: int = 90,
+    encoding: str = "jpeg_baseline",
 ) -> None:
-    """Write an Ultrasound Multi-frame Image Storage DICOM, JPEG Baseline, YBR_FULL_422.
+    """Write an Ultrasound Multi-frame Image Storage DICOM, JPEG Baseline, YBR_FULL_422 (or ``encoding``: RLE,
+    uncompressed or JPEG 2000 lossless RGB, or PALETTE COLOR).
 
     Args:
         path: output file; parent directories are created.
@@ -1005,7 +1054,7 @@ def write_us_multiframe(
     ds.StopTrim = n
     if with_regions:
         ds.SequenceOfUltrasoundRegions = Sequence([_sector_region_item(_screen_geometry(rows, cols))])
-    ds.PixelData = encapsulate([_encode_jpeg(f, quality) for f in frames_rgb])
+    _set_pixels(ds, frames_rgb, encoding, quality)
     _save(ds, path)
 
 
@@ -1018,8 +1067,10 @@ def write_us_still(
     acquisition_datetime: datetime,
     instance_number: int,
     quality: int = 90,
+    encoding: str = "jpeg_baseline",
 ) -> None:
-    """Write a single-frame Ultrasound Image Storage DICOM, JPEG Baseline, YBR_FULL_422.
+    """Write a single-frame Ultrasound Image Storage DICOM, JPEG Baseline, YBR_FULL_422 (or ``encoding``, as
+    :func:`write_us_multiframe`).
 
     Args:
         path: output file; parent directories are created.
@@ -1055,5 +1106,5 @@ def write_us_still(
         ref_y=base_row,
     )
     ds.SequenceOfUltrasoundRegions = Sequence([_sector_region_item(_still_geometry(rows, cols)), spectral])
-    ds.PixelData = encapsulate([_encode_jpeg(image_rgb, quality)])
+    _set_pixels(ds, image_rgb[None], encoding, quality)
     _save(ds, path)

@@ -151,7 +151,7 @@ def generate_demo_source(
         )
         if spec.scale is not None:
             studies = keep_records(calibration_rng, studies, v31_rows("echo_studies", n))
-        dicoms = records.echo_dicoms(rng, studies, spec.echo_frames)
+        dicoms = records.echo_dicoms(rng, studies, spec.echo_frames, np.random.default_rng([spec.seed, chunk, 5]))
         if spec.scale is not None:
             dicoms = more_dicoms(calibration_rng, dicoms, v31_rows("echo_dicoms", n))
         echo_studies_out.write(studies.select(records.ECHO_STUDY_LIST_COLUMNS))
@@ -302,6 +302,7 @@ def _write_dicom(job: tuple) -> None:
         acquisition_datetime=row["acquisition_datetime"],
         instance_number=row["instance"],
     )
+    common["encoding"] = row["encoding"]
     if row["view"] == "still":
         write_us_still(path, synth_doppler_still(rng, height=height, width=width), **common)
         return

@@ -252,10 +252,27 @@ def echo_studies(
     return frame
 
 
-def echo_dicoms(rng: np.random.Generator, studies: pl.DataFrame, frames_range: tuple[int, int]) -> pl.DataFrame:
+# Stills per study: 1 + Poisson(STILLS_POISSON), so that about 45% of the DICOMs are stills, as in MIMIC-IV-ECHO
+# (235,543 of 525,422 files are single-frame).
+STILLS_POISSON = 9.0
+# How each DICOM's pixels are stored, by kind (demo/echo.py ENCODINGS). MIMIC-IV-ECHO's GE files are JPEG Baseline;
+# the shares of the other kinds are our assumption (they may occur, and each must decode or be skipped by name).
+DICOM_ENCODINGS = {
+    "cine": (("jpeg_baseline", 0.97), ("rle", 0.01), ("native", 0.01), ("jpeg2000", 0.01)),
+    "still": (("jpeg_baseline", 0.9), ("palette", 0.05), ("rle", 0.02), ("native", 0.01), ("jpeg2000", 0.02)),
+}
+
+
+def echo_dicoms(
+    rng: np.random.Generator,
+    studies: pl.DataFrame,
+    frames_range: tuple[int, int],
+    encoding_rng: np.random.Generator | None = None,
+) -> pl.DataFrame:
     """One row per DICOM of each study: cines of the views the study holds (some twice) and spectral
     Doppler stills, in scan order, with the truth columns ``_view`` (``still`` for stills),
-    ``_n_frames``, ``_frame_time_ms``, ``_with_regions`` and ``_defect`` (``truncated`` or ``none``)."""
+    ``_n_frames``, ``_frame_time_ms``, ``_with_regions``, ``_defect`` (``truncated`` or ``none``) and ``_encoding``
+    (drawn from ``encoding_rng``, default a generator of its own, by ``DICOM_ENCODINGS``)."""
     k = studies.height
     broken = rng.random(k) < 0.01
     n_views = len(ECHO_VIEWS)
@@ -265,7 +282,7 @@ def echo_dicoms(rng: np.random.Generator, studies: pl.DataFrame, frames_range: t
     reps = copies[study_idx, view_idx]
     study_idx = np.repeat(study_idx, reps)
     view = np.array(ECHO_VIEWS, dtype=object)[np.repeat(view_idx, reps)]
-    n_still = 1 + rng.poisson(1.0, k)
+    n_still = 1 + rng.poisson(STILLS_POISSON, k)
     still_study = np.repeat(np.arange(k), n_still)
     study_idx = np.concatenate([study_idx, still_study])
     view = np.concatenate([view, np.full(len(still_study), "still", dtype=object)])
@@ -304,7 +321,11 @@ def echo_dicoms(rng: np.random.Generator, studies: pl.DataFrame, frames_range: t
             "_hr": studies["_hr"].to_numpy()[study_idx],
         }
     )
-    return frame.with_columns(dicom_filepath=dicom_filepath())
+    encoding_rng = encoding_rng or np.random.default_rng(0)
+    encoding = np.where(
+        is_still, pick(encoding_rng, DICOM_ENCODINGS["still"], m), pick(encoding_rng, DICOM_ENCODINGS["cine"], m)
+    )
+    return frame.with_columns(_encoding=text(encoding.astype(object)), dicom_filepath=dicom_filepath())
 
 
 def dicom_filepath() -> pl.Expr:
