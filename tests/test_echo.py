@@ -250,6 +250,53 @@ def test_demo_palette_still_is_written_as_palette_color_and_skipped(tmp_path: Pa
     assert _reason(path).reason == "single_frame"
 
 
+def echoprime_framing(frames_rgb: np.ndarray, box: tuple[int, int, int, int], size: int = 224) -> np.ndarray:
+    """EchoPrime's preprocessing as its paper's code describes it, written here apart from the stage: pixels outside
+    the ultrasound region zeroed, the frame centre-cropped to a square (the longer side cut equally on both sides),
+    int(10% of the side) cut from every edge, resized to size x size with cubic interpolation."""
+    x0, y0, x1, y1 = box
+    masked = np.zeros_like(frames_rgb)
+    masked[:, y0 : y1 + 1, x0 : x1 + 1] = frames_rgb[:, y0 : y1 + 1, x0 : x1 + 1]
+    h, w = masked.shape[1:3]
+    if w > h:
+        masked = masked[:, :, (w - h) // 2 : (w - h) // 2 + h]
+    elif h > w:
+        masked = masked[:, (h - w) // 2 : (h - w) // 2 + w]
+    pad = int(masked.shape[1] * 0.1)
+    masked = masked[:, pad:-pad, pad:-pad]
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in masked])
+
+
+def test_echoprime_framing_matches_an_independent_computation_on_a_real_sized_frame(tmp_path: Path) -> None:
+    """A GE Vivid-sized cine (708 x 1016): with framing echoprime the stored clip is EchoPrime's framing of the
+    decoded frames (pydicom's decode, the ultrasound region as the mask); the sector-box framing differs from it."""
+    h, w = 708, 1016
+    frames = _cine("A4C", n_frames=4, h=h, w=w)
+    path = _write(tmp_path / "vivid.dcm", frames)
+    ds = pydicom.dcmread(path)
+    region = ds.SequenceOfUltrasoundRegions[0]
+    box = (
+        region.RegionLocationMinX0,
+        region.RegionLocationMinY0,
+        region.RegionLocationMaxX1,
+        region.RegionLocationMaxY1,
+    )
+    decoded = _pydicom_rgb(ds)
+    settings = EchoSettings(frames=2, stride=2, framing="echoprime")
+    cine = read_cine(path, settings)
+    expected = echoprime_framing(decoded[[0, 2]], box)
+    assert cine.clip.shape == (2, 224, 224, 3)
+    diff = np.abs(cine.clip.astype(np.int16) - expected).mean()
+    assert diff < 1.5, f"mean abs diff {diff:.2f} from EchoPrime's framing"
+    boxed = read_cine(path, EchoSettings(frames=2, stride=2, framing="sector_box"))
+    assert np.abs(boxed.clip.astype(np.int16) - expected).mean() > 5 * max(diff, 1), "the two framings differ"
+
+
+def test_unknown_framing_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"echo\.framing"):
+        EchoSettings(framing="letterbox")
+
+
 # --------------------------------------------------------------------------- masks on demo cines
 
 

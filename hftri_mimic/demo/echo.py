@@ -26,6 +26,7 @@ Every overlay pixel (text, ticks, ECG, colour bar) lies outside
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -979,7 +980,8 @@ def _set_pixels(ds: Dataset, frames_rgb: np.ndarray, encoding: str, quality: int
     if encoding == "rle":
         ds.compress(RLELossless)
     elif encoding == "jpeg2000":
-        ds.compress(JPEG2000Lossless)  # pylibjpeg-openjpeg; stored as YBR_RCT, decoded back to RGB exactly
+        logging.getLogger("openjpeg").setLevel(logging.WARNING)  # it logs an INFO line per encoded tile
+        ds.compress(JPEG2000Lossless)  # pylibjpeg-openjpeg, lossless: decodes back to these RGB values exactly
 
 
 def _set_palette(ds: Dataset, frames_rgb: np.ndarray) -> None:

@@ -92,6 +92,9 @@ _STATIC_MAX_STD = 1.0
 _STATIC_MIN_FRAMES = 3  # fewer frames than this: no static-text test (std of 1-2 frames says nothing)
 
 
+FRAMINGS = ("echoprime", "sector_box")
+
+
 @dataclass(frozen=True)
 class EchoSettings:
     """Cine preprocessing parameters (config ``echo``).
@@ -101,6 +104,9 @@ class EchoSettings:
     mask_min_std: image-based mask threshold on the per-pixel temporal std (grey levels).
     mask_frames: at most this many extra, evenly spaced frames decoded for the image-based mask.
     zoom: share of the square's side cut from every edge after the centre crop (EchoPrime: 0.1).
+    framing: which square is cropped before ``zoom`` and resizing (``FRAMINGS``): ``echoprime``, the centred square
+        of the whole frame, as EchoPrime's own preprocessing framed the clips its weights learned from; or
+        ``sector_box``, the centred square of the sector mask's bounding box (fills the clip with the fan).
     """
 
     size: int = 224
@@ -110,11 +116,14 @@ class EchoSettings:
     mask_min_std: float = 3.0
     mask_frames: int = 8
     zoom: float = 0.1  # EchoPrime cuts 10% of the square's side from every edge before resizing
+    framing: str = "sector_box"
 
     def __post_init__(self) -> None:
         for name in ("size", "frames", "stride", "classify_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"echo.{name} must be >= 1, got {getattr(self, name)}")
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"echo.framing must be one of {FRAMINGS}, got {self.framing!r}")
         if self.mask_frames < 0 or self.mask_min_std < 0:
             raise ValueError("echo.mask_frames and echo.mask_min_std must be >= 0")
 
@@ -571,6 +580,19 @@ def _crop_square(mask: np.ndarray, zoom: float) -> tuple[int, int, int, np.ndarr
     return y0, x0, side, np.ascontiguousarray(mask8[y0 : y0 + side, x0 : x0 + side])
 
 
+def _frame_square(mask: np.ndarray, zoom: float) -> tuple[int, int, int, np.ndarray]:
+    """The square EchoPrime's preprocessing frames (``crop_and_scale``): the centred square of the whole frame (the
+    longer side cut by half the difference on each side), then ``int(side * zoom)`` cut from every edge (EchoPrime
+    truncates where the sector-box framing rounds). Same return as _crop_square; ``mask`` still zeroes the overlays."""
+    h, w = mask.shape
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    cut = int(side * zoom)
+    y0, x0, side = y0 + cut, x0 + cut, side - 2 * cut
+    mask8 = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    return y0, x0, side, np.ascontiguousarray(mask8[y0 : y0 + side, x0 : x0 + side])
+
+
 def _crop_resize(frames: np.ndarray, square: tuple[int, int, int, np.ndarray], size: int) -> np.ndarray:
     """Mask, crop to ``square`` (from _crop_square) and resize each of (k, H, W, C) frames."""
     y0, x0, side, keep = square
@@ -606,15 +628,17 @@ def _is_ultrasound(ds: Dataset) -> bool:
 def _quiet_pydicom() -> Iterator[list[warnings.WarningMessage]]:
     """Record pydicom's warnings instead of showing them, and keep its logger (which names the file)
     quiet: a cut or odd file becomes an exclusion reason, not a log line with a path."""
-    logger = logging.getLogger("pydicom")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    loggers = [logging.getLogger(name) for name in ("pydicom", "openjpeg")]  # openjpeg: an INFO line per tile
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield caught
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _ends_inside_last_element(ds: Dataset, size: int) -> bool:
@@ -710,7 +734,9 @@ def read_cine(path: Path | str, settings: EchoSettings) -> Cine:
     mask, source = sector_mask(ds, frames, settings, bgr=True)
     if not 0.0 <= settings.zoom < 0.5:
         raise ValueError(f"zoom must be in [0, 0.5), got {settings.zoom}")
-    square = _crop_square(mask, settings.zoom)
+    square = (
+        _crop_square(mask, settings.zoom) if settings.framing == "sector_box" else _frame_square(mask, settings.zoom)
+    )
 
     used = len(clip_idx)
     clip = np.zeros((settings.frames, settings.size, settings.size, 3), dtype=np.uint8)

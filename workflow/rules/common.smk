@@ -173,7 +173,19 @@ def echo_source_files(wildcards):
 
 def echo_settings():
     """Per-cine processing values of the echo block (not the shard size or classifier training)."""
-    return {k: v for k, v in config["echo"].items() if k not in ("shard_size", "view_classifier")}
+    settings = {k: v for k, v in config["echo"].items() if k not in ("shard_size", "view_classifier")}
+    settings["framing"] = echo_framing()
+    return settings
+
+
+def echo_framing():
+    """echo.framing with `auto` resolved: EchoPrime's own framing whenever EchoPrime's weights (encoder or view
+    classifier) are used, else the sector box (docs/SIGNALS.md, Echo)."""
+    framing = config["echo"]["framing"]
+    if framing != "auto":
+        return framing
+    echoprime = config["model"]["echo"].get("checkpoint") or config["echo"]["view_classifier"]["weights"]
+    return "echoprime" if echoprime else "sector_box"
 
 
 def view_classifier_weights():
