@@ -33,19 +33,19 @@ def read_keys(name: str) -> dict[str, tuple[int, ...]]:
     return {key: tuple(int(n) for n in shape.split("x")) for key, shape in (line.split("\t") for line in lines[1:])}
 
 
-def random_state(keys: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
+def random_state(keys: dict[str, tuple[int, ...]], seed: int = 0, std: float = 1.0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {key: torch.randn(shape, generator=g) * 0.02 for key, shape in keys.items()}
+    return {key: torch.randn(shape, generator=g) * std for key, shape in keys.items()}
 
 
 def write_st_mem(path: Path) -> Path:
     """ST-MEM's layout: the encoder under "model" (a fine-tuned file adds a head, which the loader drops)."""
-    torch.save({"model": random_state(read_keys("st-mem-vit-base.tsv"), seed=1), "epoch": 800}, path)
+    torch.save({"model": random_state(read_keys("st-mem-vit-base.tsv"), seed=1, std=0.02), "epoch": 800}, path)
     return path
 
 
 def write_echoprime_encoder(path: Path) -> Path:
-    torch.save(random_state(read_keys("echoprime-encoder.tsv"), seed=2), path)  # a plain state dict
+    torch.save(random_state(read_keys("echoprime-encoder.tsv"), seed=2, std=0.02), path)  # a plain state dict
     return path
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_data import checkpoint_keys
+from pretrained import random_state, read_keys
 
 from models.encoders import (
     ECHOPRIME_MEAN_BGR,
@@ -60,17 +60,6 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-
-
-def read_keys(name: str) -> dict[str, tuple[int, ...]]:
-    lines = checkpoint_keys(name).read_text().splitlines()
-    assert lines[0] == "key\tshape", f"{name}: unexpected header {lines[0]!r}"
-    return {key: tuple(int(n) for n in shape.split("x")) for key, shape in (line.split("\t") for line in lines[1:])}
-
-
-def random_state(keys: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {key: torch.randn(shape, generator=g) for key, shape in keys.items()}
 
 
 def trainable_blocks(named_params, prefix: str) -> tuple[set[int], set[str]]:

@@ -611,21 +611,26 @@ def test_value_shape_masks_digits_and_letters():
     assert value_shape("n/a") == "a/a" and value_shape("ERROR <0.01") == "AAAAA <9.99" and value_shape("") == ""
 
 
+def clean_index(clean: Path, out: Path, **criteria) -> int:
+    """index_admissions over the clean tables, with the given criteria (min_age, require_modalities, availability)."""
+    return index_admissions(
+        admissions=clean / "admissions.parquet",
+        patients=clean / "patients.parquet",
+        out=out / "index_admissions.parquet",
+        attrition_out=out / "attrition.parquet",
+        eligibility_out=out / "eligibility.parquet",
+        order="first",
+        lab_admissions=clean / "lab_admissions.parquet",
+        **{"min_age": 18, "require_modalities": ["lab"], **criteria},
+    )
+
+
 def test_an_empty_cohort_is_an_error_naming_the_attrition(tmp_path, clean):
     """Every admission below a minimum age of 120: no index admission, an error listing the patients left per step."""
     with pytest.raises(EmptyCohortError, match=r"the cohort is empty.*age at admission < 120: 0"):
-        index_admissions(
-            admissions=clean / "admissions.parquet",
-            patients=clean / "patients.parquet",
-            out=tmp_path / "index_admissions.parquet",
-            attrition_out=tmp_path / "attrition.parquet",
-            eligibility_out=tmp_path / "eligibility.parquet",
-            min_age=120,
-            require_modalities=["lab"],
-            order="first",
-            lab_admissions=clean / "lab_admissions.parquet",
-        )
+        clean_index(clean, tmp_path, min_age=120)
     assert not (tmp_path / "attrition.parquet").exists()
+    assert clean_index(clean, tmp_path) > 50, "the same call with the default age keeps the demo's patients"
 
 
 def test_a_required_modality_without_records_is_an_error(tmp_path, clean):
@@ -635,18 +640,7 @@ def test_a_required_modality_without_records_is_an_error(tmp_path, clean):
         schema={"hadm_id": pl.Int64, "ecg_study_id": pl.Int64, "ecg_time": pl.Datetime, "ecg_path": pl.String}
     ).write_parquet(empty)
     with pytest.raises(EmptyCohortError, match=r"'ecg', but no ECG of the record list falls within any admission"):
-        index_admissions(
-            admissions=clean / "admissions.parquet",
-            patients=clean / "patients.parquet",
-            out=tmp_path / "index_admissions.parquet",
-            attrition_out=tmp_path / "attrition.parquet",
-            eligibility_out=tmp_path / "eligibility.parquet",
-            min_age=18,
-            require_modalities=["lab", "ecg"],
-            order="first",
-            lab_admissions=clean / "lab_admissions.parquet",
-            ecg_admissions=empty,
-        )
+        clean_index(clean, tmp_path, require_modalities=["lab", "ecg"], ecg_admissions=empty)
 
 
 # --------------------------------------------------------------------------------------------------------------
