@@ -258,19 +258,23 @@ def echoprime_framing(frames_rgb: np.ndarray, box: tuple[int, int, int, int], si
     masked = np.zeros_like(frames_rgb)
     masked[:, y0 : y1 + 1, x0 : x1 + 1] = frames_rgb[:, y0 : y1 + 1, x0 : x1 + 1]
     h, w = masked.shape[1:3]
-    if w > h:
-        masked = masked[:, :, (w - h) // 2 : (w - h) // 2 + h]
-    elif h > w:
-        masked = masked[:, (h - w) // 2 : (h - w) // 2 + w]
-    pad = int(masked.shape[1] * 0.1)
-    masked = masked[:, pad:-pad, pad:-pad]
+    pad = round(abs(w - h) / 2)  # Python's round: an odd difference leaves the crop one pixel off square
+    if pad and w > h:
+        masked = masked[:, :, pad:-pad]
+    elif pad and h > w:
+        masked = masked[:, pad:-pad]
+    pad_y, pad_x = int(masked.shape[1] * 0.1), int(masked.shape[2] * 0.1)
+    masked = masked[:, pad_y:-pad_y, pad_x:-pad_x]
     return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in masked])
 
 
-def test_echoprime_framing_matches_an_independent_computation_on_a_real_sized_frame(tmp_path: Path) -> None:
-    """A GE Vivid-sized cine (708 x 1016): with framing echoprime the stored clip is EchoPrime's framing of the
-    decoded frames (pydicom's decode, the ultrasound region as the mask); the sector-box framing differs from it."""
-    h, w = 708, 1016
+@pytest.mark.parametrize(("h", "w"), [(708, 1016), (709, 1016)], ids=["vivid", "odd-difference"])
+def test_echoprime_framing_matches_an_independent_computation_on_a_real_sized_frame(
+    tmp_path: Path, h: int, w: int
+) -> None:
+    """A GE Vivid-sized cine (708 x 1016, and one row more, whose odd difference EchoPrime crops one pixel off
+    square): with framing echoprime the stored clip is EchoPrime's framing of the decoded frames (pydicom's decode,
+    the ultrasound region as the mask); the sector-box framing differs from it."""
     frames = _cine("A4C", n_frames=4, h=h, w=w)
     path = _write(tmp_path / "vivid.dcm", frames)
     ds = pydicom.dcmread(path)

@@ -514,6 +514,7 @@ TIME_VARIANTS = {
     "iso-t-no-seconds": r"\1T\2",
     "fractional-seconds": r"\1 \2:\3.000",  # 2196-02-24 14:38:00.000
     "iso-t-utc": r"\1T\2:\3.000000Z",  # JSON exports: 2196-02-24T14:38:00.000000Z
+    "iso-t-offset": r"\1T\2:\3+02:00",  # an offset is dropped, keeping the clock time (docs/FAULTS.md)
 }
 
 

@@ -51,7 +51,7 @@ def test_preflight_names_three_different_problems_in_one_run(demo_run, tmp_path,
     problems = {(r.area, r.item): r.detail for r in rows if r.status == "problem"}
     assert re.search(r"column admittime: (\d+) of \1 rows \(100\.0%", problems["source", "admissions.csv.gz"])
     assert "'99/99/9999 99:99'" in problems["source", "admissions.csv.gz"]
-    assert "missing e.g. files/p" in problems["records", "record_list.csv"]
+    assert "missing files like files/p9999/p99999999/s99999999/99999999." in problems["records", "record_list.csv"]
     assert "pos_embed" in problems["checkpoint", "model.ecg.checkpoint"]
     assert "pos_embedding" in problems["checkpoint", "model.ecg.checkpoint"]
     # a real run without the other pretrained weights would train random encoders: named too
@@ -69,8 +69,10 @@ def test_preflight_names_three_different_problems_in_one_run(demo_run, tmp_path,
     printed = capsys.readouterr().out
     assert printed.startswith("| area | item | status | detail |")
     assert "preflight: 6 problem(s)" in printed
-    first_time = Table(demo_run / "results/source/hosp/admissions.csv.gz").get(2, "admittime")
-    assert first_time not in printed, "a patient value was printed"
+    damaged = Table(tree / "hosp/admissions.csv.gz")
+    assert damaged.get(2, "admittime") not in printed, "a patient value was printed"
+    missing_folder = folders[0].name  # p<subject_id>
+    assert missing_folder not in printed, "a patient id was printed"
 
 
 def test_preflight_passes_a_sound_demo_tree(demo_run, tmp_path):

@@ -81,7 +81,9 @@ def ecg_records(
     ed = (role == CARDIAC) & has_ecg[pidx_adm] & (rng.random(adm.height) < 0.15)
     ed_times = (admit[ed] - rng.integers(60, 360, ed.sum()) * MINUTE).astype("datetime64[ms]")
     edreg = adm["edregtime"].to_numpy()[ed].astype("datetime64[ms]")
-    times.append(np.where(np.isnat(edreg), ed_times, np.maximum(ed_times, edreg + 5 * MINUTE)))
+    admit_ed = admit[ed].astype("datetime64[ms]")
+    after_registration = ~np.isnat(edreg) & (edreg + 5 * MINUTE < admit_ed)  # room for an ED ECG before admittime
+    times.append(np.where(after_registration, np.maximum(ed_times, edreg + 5 * MINUTE), ed_times))
     pidx.append(pidx_adm[ed])
     # Outpatient ECGs, away from any admission.
     cardiac = adm.filter(pl.col("_role") == CARDIAC)

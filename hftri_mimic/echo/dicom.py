@@ -564,8 +564,8 @@ def square_crop_resize(frames: np.ndarray, mask: np.ndarray, size: int, zoom: fl
     return _crop_resize(frames, _crop_square(mask, zoom), size)
 
 
-def _crop_square(mask: np.ndarray, zoom: float) -> tuple[int, int, int, np.ndarray]:
-    """(y0, x0, side, keep) of square_crop_resize: the zoomed centred square of the mask's bounding box
+def _crop_square(mask: np.ndarray, zoom: float) -> tuple[int, int, int, int, np.ndarray]:
+    """(y0, x0, height, width, keep) of square_crop_resize: the zoomed centred square of the mask's bounding box
     and the (side, side) uint8 mask inside it."""
     mask8 = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
     x0, y0, w, h = cv2.boundingRect(mask8)  # the box of the nonzero pixels, as np.nonzero's min / max + 1
@@ -577,29 +577,34 @@ def _crop_square(mask: np.ndarray, zoom: float) -> tuple[int, int, int, np.ndarr
     y0, x0 = cy - side // 2, cx - side // 2
     cut = int(np.rint(side * zoom))
     y0, x0, side = y0 + cut, x0 + cut, side - 2 * cut
-    return y0, x0, side, np.ascontiguousarray(mask8[y0 : y0 + side, x0 : x0 + side])
+    return y0, x0, side, side, np.ascontiguousarray(mask8[y0 : y0 + side, x0 : x0 + side])
 
 
-def _frame_square(mask: np.ndarray, zoom: float) -> tuple[int, int, int, np.ndarray]:
-    """The square EchoPrime's preprocessing frames (``crop_and_scale``): the centred square of the whole frame (the
-    longer side cut by half the difference on each side), then ``int(side * zoom)`` cut from every edge (EchoPrime
-    truncates where the sector-box framing rounds). Same return as _crop_square; ``mask`` still zeroes the overlays."""
+def _frame_square(mask: np.ndarray, zoom: float) -> tuple[int, int, int, int, np.ndarray]:
+    """The crop EchoPrime's preprocessing makes (``crop_and_scale`` to a square output), as its code does it: the
+    longer side loses ``round((long - short) / 2)`` pixels at each end (Python's round, so an odd difference leaves
+    the crop one pixel off square, as EchoPrime's does; a difference of 1 cuts nothing), then ``int(length * zoom)``
+    is cut from each end of each side. Same return as _crop_square; ``mask`` still zeroes the overlays."""
     h, w = mask.shape
-    side = min(h, w)
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    cut = int(side * zoom)
-    y0, x0, side = y0 + cut, x0 + cut, side - 2 * cut
+    y0, x0, height, width = 0, 0, h, w
+    pad = round((max(h, w) - min(h, w)) / 2)
+    if w > h:
+        x0, width = pad, w - 2 * pad
+    elif h > w:
+        y0, height = pad, h - 2 * pad
+    cut_y, cut_x = int(height * zoom), int(width * zoom)
+    y0, x0, height, width = y0 + cut_y, x0 + cut_x, height - 2 * cut_y, width - 2 * cut_x
     mask8 = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
-    return y0, x0, side, np.ascontiguousarray(mask8[y0 : y0 + side, x0 : x0 + side])
+    return y0, x0, height, width, np.ascontiguousarray(mask8[y0 : y0 + height, x0 : x0 + width])
 
 
-def _crop_resize(frames: np.ndarray, square: tuple[int, int, int, np.ndarray], size: int) -> np.ndarray:
-    """Mask, crop to ``square`` (from _crop_square) and resize each of (k, H, W, C) frames."""
-    y0, x0, side, keep = square
-    crop = np.zeros((side, side, 3), dtype=np.uint8)  # pixels outside the mask are never written: stay 0
+def _crop_resize(frames: np.ndarray, crop_box: tuple[int, int, int, int, np.ndarray], size: int) -> np.ndarray:
+    """Mask, crop to ``crop_box`` (from _crop_square or _frame_square) and resize each of (k, H, W, C) frames."""
+    y0, x0, height, width, keep = crop_box
+    crop = np.zeros((height, width, 3), dtype=np.uint8)  # pixels outside the mask are never written: stay 0
     out = np.empty((frames.shape[0], size, size, 3), dtype=np.uint8)
     for i in range(frames.shape[0]):
-        crop = cv2.copyTo(frames[i, y0 : y0 + side, x0 : x0 + side], keep, crop)
+        crop = cv2.copyTo(frames[i, y0 : y0 + height, x0 : x0 + width], keep, crop)
         out[i] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC)
     return out
 

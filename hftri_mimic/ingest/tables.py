@@ -541,8 +541,11 @@ def _rejected_examples(con: duckdb.DuckDBPyConnection, column: str, header: list
         return ""
     shapes = []
     for line, csv_line, column_idx in rows:
-        fields = next(csv.reader([csv_line]), [])
-        raw = fields[column_idx - 1] if 0 < column_idx <= len(fields) else ""
+        try:  # DuckDB keeps a CRLF file's line with its line break
+            fields = next(csv.reader([csv_line.strip("\r\n")]), [])
+        except csv.Error:
+            fields = []
+        raw = fields[column_idx - 1] if 0 < column_idx <= len(fields) else "(not shown)"
         shapes.append(f"line {line}: {value_shape(raw)!r}")
     return " - first values, digits shown as 9 and letters as a/A: " + ", ".join(shapes)
 

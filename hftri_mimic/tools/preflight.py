@@ -24,6 +24,7 @@ import argparse
 import copy
 import gzip
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -34,7 +35,14 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from hftri_mimic.ingest.tables import ECG_TABLES, ECHO_TABLES, TABLES, SourceError, check_source_table, ingest_table
+from hftri_mimic.ingest.tables import (
+    ECG_TABLES,
+    ECHO_TABLES,
+    TABLES,
+    SourceError,
+    check_source_table,
+    ingest_table,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
@@ -123,8 +131,9 @@ def check_sources(config: dict, roots: dict[str, Path | None], workdir: Path) ->
                 workdir / f"{table}.parquet",
                 max_rejected_share=config["ingest"]["max_rejected_share"],
             )
-        except SourceError as err:
-            yield Row("source", spec.relpath, "problem", str(err).replace(str(sample), f"{path} (first rows)"))
+        except (SourceError, duckdb.Error) as err:
+            detail = str(err).splitlines()[0].replace(str(sample), f"{path} (first rows)")
+            yield Row("source", spec.relpath, "problem", detail)
             continue
         excluded = duckdb.sql(f"SELECT count(*) FROM read_parquet('{workdir / f'{table}.exclusions.parquet'}')")
         n_excluded = excluded.fetchall()[0][0]
@@ -161,8 +170,9 @@ def check_record_files(roots: dict[str, Path | None]) -> Iterator[Row]:
         missing = [f for f in needed if not (root / f).is_file()]
         status = "problem" if missing else "ok"
         detail = f"{len(needed) - len(missing)} of {len(needed)} files of {len(sample)} sampled records present"
-        if missing:
-            detail += f" under {root}; missing e.g. {', '.join(missing[:3])} (an incomplete download?)"
+        if missing:  # shapes only: a record path holds the subject and study ids
+            shapes = ", ".join(sorted({re.sub(r"\d", "9", f) for f in missing})[:3])
+            detail += f" under {root}; missing files like {shapes} (an incomplete download?)"
         yield Row("records", name, status, detail)
 
 
@@ -245,7 +255,7 @@ def run_size(config: dict, roots: dict[str, Path | None]) -> tuple[list[Row], in
         if root is not None and (root / spec.relpath).is_file():
             read_bytes += (root / spec.relpath).stat().st_size
     hosp = roots["hosp"]
-    if hosp is not None and (hosp / "patients.csv.gz").is_file():
+    if hosp is not None and all((hosp / f"{t}.csv.gz").is_file() for t in ("patients", "admissions")):
         patients = _count(f"SELECT count(*) FROM read_csv('{hosp / 'patients.csv.gz'}', all_varchar=true)")
         admissions = _count(f"SELECT count(*) FROM read_csv('{hosp / 'admissions.csv.gz'}', all_varchar=true)")
         rows.append(Row("run", "hospital", "ok", f"{patients} patients, {admissions} admissions"))
@@ -320,14 +330,26 @@ def preflight(configfiles: list[Path]) -> list[Row]:
             rows.append(Row("source", f"source.{kind}_root", "problem", f"{root} is not a directory"))
             roots[kind] = None
     with tempfile.TemporaryDirectory(prefix="hftri-preflight-") as workdir:
-        rows += check_sources(config, roots, Path(workdir))
-    rows += check_record_files(roots)
-    rows += check_checkpoints(config)
-    rows += check_gpu(config)
-    size_rows, write_bytes = run_size(config, roots)
-    rows += check_disk(config, write_bytes)
+        rows += _guarded("source", lambda: check_sources(config, roots, Path(workdir)))
+    rows += _guarded("records", lambda: check_record_files(roots))
+    rows += _guarded("checkpoint", lambda: check_checkpoints(config))
+    rows += _guarded("gpu", lambda: check_gpu(config))
+    size: list[tuple[list[Row], int]] = []
+    rows += _guarded("run", lambda: size.append(run_size(config, roots)) or [])
+    size_rows, write_bytes = size[0] if size else ([], FIXED_OUTPUT_BYTES)
+    rows += _guarded("disk", lambda: check_disk(config, write_bytes))
     rows += size_rows
     return rows
+
+
+def _guarded(area: str, check: Callable[[], object]) -> list[Row]:
+    """A check's rows; a check that fails unexpectedly is a problem row of its area, and the others still run."""
+    try:
+        return list(check())
+    except Exception as err:  # preflight reports every problem instead of stopping at the first
+        return [
+            Row(area, "check", "problem", f"the check itself failed: {type(err).__name__}: {str(err).splitlines()[0]}")
+        ]
 
 
 def render(rows: list[Row]) -> str:

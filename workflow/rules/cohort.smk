@@ -28,7 +28,7 @@ rule ecg_admissions:
     input:
         admissions=OUT / "parquet/admissions.parquet",
         records=OUT / "parquet/ecg_record_list.parquet",
-        code=library_code("window_admissions.py", sql=["ecg_admissions"]),
+        code=library_code("window_admissions.py", sql=["admission_windows", "ecg_admissions", "window_records"]),
     output:
         pairs=OUT / "cohort/ecg_admissions.parquet",
         places=OUT / "cohort/ecg_window.parquet",
@@ -52,7 +52,7 @@ rule echo_admissions:
     input:
         admissions=OUT / "parquet/admissions.parquet",
         records=OUT / "parquet/echo_study_list.parquet",
-        code=library_code("window_admissions.py", sql=["echo_admissions"]),
+        code=library_code("window_admissions.py", sql=["admission_windows", "echo_admissions", "window_records"]),
     output:
         pairs=OUT / "cohort/echo_admissions.parquet",
         places=OUT / "cohort/echo_window.parquet",
