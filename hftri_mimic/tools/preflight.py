@@ -35,6 +35,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
+from hftri_mimic.common.db import sql_literal
 from hftri_mimic.ingest.tables import (
     ECG_TABLES,
     ECHO_TABLES,
@@ -135,7 +136,7 @@ def check_sources(config: dict, roots: dict[str, Path | None], workdir: Path) ->
             detail = str(err).splitlines()[0].replace(str(sample), f"{path} (first rows)")
             yield Row("source", spec.relpath, "problem", detail)
             continue
-        excluded = duckdb.sql(f"SELECT count(*) FROM read_parquet('{workdir / f'{table}.exclusions.parquet'}')")
+        excluded = duckdb.sql(f"SELECT count(*) FROM read_parquet({_path(workdir / f'{table}.exclusions.parquet')})")
         n_excluded = excluded.fetchall()[0][0]
         yield Row(
             "source",
@@ -159,9 +160,7 @@ def check_record_files(roots: dict[str, Path | None]) -> Iterator[Row]:
         if root is None or not (root / name).is_file():
             continue
         try:
-            paths = [
-                r[0] for r in duckdb.sql(f"SELECT {column} FROM read_csv('{root / name}', all_varchar=true)").fetchall()
-            ]
+            paths = [r[0] for r in duckdb.sql(f"SELECT {column} FROM {_csv(root / name)}").fetchall()]
         except duckdb.Error as err:
             yield Row("records", name, "problem", f"{root / name}: cannot be read ({str(err).splitlines()[0]})")
             continue
@@ -243,6 +242,15 @@ def check_gpu(config: dict) -> Iterator[Row]:
     )
 
 
+def _path(path: Path) -> str:
+    return sql_literal(str(path))  # quoted: a folder name never changes the query
+
+
+def _csv(path: Path) -> str:
+    """A CSV (or CSV.gz) as text columns, for counting and listing."""
+    return f"read_csv({_path(path)}, all_varchar = true)"
+
+
 def _count(sql: str) -> int:
     return int(duckdb.sql(sql).fetchall()[0][0])
 
@@ -256,12 +264,12 @@ def run_size(config: dict, roots: dict[str, Path | None]) -> tuple[list[Row], in
             read_bytes += (root / spec.relpath).stat().st_size
     hosp = roots["hosp"]
     if hosp is not None and all((hosp / f"{t}.csv.gz").is_file() for t in ("patients", "admissions")):
-        patients = _count(f"SELECT count(*) FROM read_csv('{hosp / 'patients.csv.gz'}', all_varchar=true)")
-        admissions = _count(f"SELECT count(*) FROM read_csv('{hosp / 'admissions.csv.gz'}', all_varchar=true)")
+        patients = _count(f"SELECT count(*) FROM {_csv(hosp / 'patients.csv.gz')}")
+        admissions = _count(f"SELECT count(*) FROM {_csv(hosp / 'admissions.csv.gz')}")
         rows.append(Row("run", "hospital", "ok", f"{patients} patients, {admissions} admissions"))
     ecg = roots["ecg"]
     if ecg is not None and (ecg / "record_list.csv").is_file():
-        listed = f"read_csv('{ecg / 'record_list.csv'}', all_varchar=true)"
+        listed = _csv(ecg / "record_list.csv")
         n, subjects = duckdb.sql(f"SELECT count(*), count(DISTINCT subject_id) FROM {listed}").fetchall()[0]
         patients_with["ecg"] = subjects
         sample = _sample([r[0] for r in duckdb.sql(f"SELECT path FROM {listed}").fetchall()])
@@ -275,7 +283,7 @@ def run_size(config: dict, roots: dict[str, Path | None]) -> tuple[list[Row], in
         rows.append(Row("run", "ECG", "ok", f"{n} records of {subjects} patients (~{_gb(n * per_record)} if all read)"))
     echo = roots["echo"]
     if echo is not None and (echo / "echo-record-list.csv").is_file():
-        listed = f"read_csv('{echo / 'echo-record-list.csv'}', all_varchar=true)"
+        listed = _csv(echo / "echo-record-list.csv")
         dicoms, studies, subjects = duckdb.sql(
             f"SELECT count(*), count(DISTINCT study_id), count(DISTINCT subject_id) FROM {listed}"
         ).fetchall()[0]
