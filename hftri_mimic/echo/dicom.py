@@ -567,7 +567,7 @@ def square_crop_resize(frames: np.ndarray, mask: np.ndarray, size: int, zoom: fl
 def _crop_square(mask: np.ndarray, zoom: float) -> tuple[int, int, int, int, np.ndarray]:
     """(y0, x0, height, width, keep) of square_crop_resize: the zoomed centred square of the mask's bounding box
     and the (side, side) uint8 mask inside it."""
-    mask8 = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    mask8 = _mask8(mask)
     x0, y0, w, h = cv2.boundingRect(mask8)  # the box of the nonzero pixels, as np.nonzero's min / max + 1
     if w == 0 or h == 0:
         raise ValueError("empty mask")
@@ -576,8 +576,7 @@ def _crop_square(mask: np.ndarray, zoom: float) -> tuple[int, int, int, int, np.
     cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
     y0, x0 = cy - side // 2, cx - side // 2
     cut = int(np.rint(side * zoom))
-    y0, x0, side = y0 + cut, x0 + cut, side - 2 * cut
-    return y0, x0, side, side, np.ascontiguousarray(mask8[y0 : y0 + side, x0 : x0 + side])
+    return _crop_box(mask8, y0 + cut, x0 + cut, side - 2 * cut, side - 2 * cut)
 
 
 def _frame_square(mask: np.ndarray, zoom: float) -> tuple[int, int, int, int, np.ndarray]:
@@ -593,8 +592,15 @@ def _frame_square(mask: np.ndarray, zoom: float) -> tuple[int, int, int, int, np
     elif h > w:
         y0, height = pad, h - 2 * pad
     cut_y, cut_x = int(height * zoom), int(width * zoom)
-    y0, x0, height, width = y0 + cut_y, x0 + cut_x, height - 2 * cut_y, width - 2 * cut_x
-    mask8 = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    return _crop_box(_mask8(mask), y0 + cut_y, x0 + cut_x, height - 2 * cut_y, width - 2 * cut_x)
+
+
+def _mask8(mask: np.ndarray) -> np.ndarray:
+    return mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+
+
+def _crop_box(mask8: np.ndarray, y0: int, x0: int, height: int, width: int) -> tuple[int, int, int, int, np.ndarray]:
+    """(y0, x0, height, width, keep): the crop and the uint8 mask inside it, as _crop_resize takes them."""
     return y0, x0, height, width, np.ascontiguousarray(mask8[y0 : y0 + height, x0 : x0 + width])
 
 

@@ -266,6 +266,21 @@ ECG_TABLES = ("ecg_record_list",)
 ECHO_TABLES = ("echo_study_list", "echo_record_list")
 
 
+def source_tree(table: str) -> str:
+    """Which PhysioNet tree a source table lies in: hosp, ecg or echo."""
+    return "ecg" if table in ECG_TABLES else "echo" if table in ECHO_TABLES else "hosp"
+
+
+def source_roots(source: dict, out_dir: Path | str) -> dict[str, Path | None]:
+    """Where the raw trees are (config ``source``): the demo's folder under ``out_dir``, or the configured roots
+    of a real download (None for a tree not configured)."""
+    if source["kind"] == "demo":
+        return {kind: Path(out_dir) / "source" / kind for kind in ("hosp", "ecg", "echo")}
+    return {
+        kind: Path(source[f"{kind}_root"]) if source.get(f"{kind}_root") else None for kind in ("hosp", "ecg", "echo")
+    }
+
+
 # Why a source row is excluded at ingest (the reason column of <table>.exclusions.parquet).
 INGEST_EXCLUSIONS = {
     "unreadable_value": "a value cannot be read as its column's type (e.g. a timestamp '2180-13-45 25:00:00')",

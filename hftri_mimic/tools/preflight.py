@@ -37,12 +37,12 @@ import yaml
 
 from hftri_mimic.common.db import sql_literal
 from hftri_mimic.ingest.tables import (
-    ECG_TABLES,
-    ECHO_TABLES,
     TABLES,
     SourceError,
     check_source_table,
     ingest_table,
+    source_roots,
+    source_tree,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,20 +74,6 @@ def load_config(configfiles: list[Path]) -> dict:
     return config
 
 
-def source_roots(config: dict) -> dict[str, Path | None]:
-    source = config["source"]
-    if source["kind"] == "demo":
-        out = Path(config["out_dir"]) / "source"
-        return {kind: out / kind for kind in ("hosp", "ecg", "echo")}
-    return {
-        kind: Path(source[f"{kind}_root"]) if source.get(f"{kind}_root") else None for kind in ("hosp", "ecg", "echo")
-    }
-
-
-def tree_of(table: str) -> str:
-    return "ecg" if table in ECG_TABLES else "echo" if table in ECHO_TABLES else "hosp"
-
-
 # ------------------------------------------------------------------------------------------------------------ checks
 
 
@@ -115,7 +101,7 @@ def _head(path: Path, rows: int, dest: Path) -> Path:
 
 def check_sources(config: dict, roots: dict[str, Path | None], workdir: Path) -> Iterator[Row]:
     for table, spec in TABLES.items():
-        root = roots[tree_of(table)]
+        root = roots[source_tree(table)]
         if root is None:
             continue
         path = root / spec.relpath
@@ -259,7 +245,7 @@ def run_size(config: dict, roots: dict[str, Path | None]) -> tuple[list[Row], in
     """What the run touches (counts from the source files, bytes read) and an upper bound of what it writes."""
     rows, read_bytes, patients_with = [], 0, {}
     for table, spec in TABLES.items():
-        root = roots[tree_of(table)]
+        root = roots[source_tree(table)]
         if root is not None and (root / spec.relpath).is_file():
             read_bytes += (root / spec.relpath).stat().st_size
     hosp = roots["hosp"]
@@ -332,7 +318,7 @@ def preflight(configfiles: list[Path]) -> list[Row]:
     rows += check_config(config)
     if rows[-1].status == "problem":
         return rows
-    roots = source_roots(config)
+    roots = source_roots(config["source"], config["out_dir"])
     for kind, root in roots.items():
         if root is not None and not root.is_dir():
             rows.append(Row("source", f"source.{kind}_root", "problem", f"{root} is not a directory"))

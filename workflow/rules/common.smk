@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 from models.config import DIRECTIONS, SUBSETS, direction_name  # plain Python, no torch
-from hftri_mimic.ingest.tables import ECG_TABLES, ECHO_TABLES, HOSP_TABLES, TABLES, SourceError, check_source_table
+from hftri_mimic.ingest.tables import HOSP_TABLES, TABLES, SourceError, check_source_table
+from hftri_mimic.ingest.tables import source_roots as tables_source_roots, source_tree
 from hftri_mimic.common.db import shard_ids
 from hftri_mimic.common.privacy import close_folders, group_id, set_umask
 from hftri_mimic.common.numerics import use_portable_cpu_numerics
@@ -54,20 +55,7 @@ IS_DEMO = SOURCE["kind"] == "demo"
 
 def source_roots():
     """Where the raw trees are: the demo's output folder or the configured download."""
-    if IS_DEMO:
-        return {"hosp": OUT / "source/hosp", "ecg": OUT / "source/ecg", "echo": OUT / "source/echo"}
-    return {
-        kind: Path(SOURCE[f"{kind}_root"]) if SOURCE.get(f"{kind}_root") else None
-        for kind in ("hosp", "ecg", "echo")
-    }
-
-
-def source_tree(table):
-    if table in ECG_TABLES:
-        return "ecg"
-    if table in ECHO_TABLES:
-        return "echo"
-    return "hosp"
+    return tables_source_roots(SOURCE, OUT)
 
 
 # DuckDB parses a gzip CSV with about two threads (labevents at scale 0.1: 22 s with one, 12 s with two, 13 s with
