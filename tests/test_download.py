@@ -3,7 +3,6 @@ serves a small PhysioNet-style tree (real MIMIC-IV demo files + SHA256SUMS.txt) 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -11,13 +10,12 @@ import re
 import shutil
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
 from conftest import planned_rules, snakemake, write_config
+from physionet_server import PASSWORD, PREFIX, USER, TreeServer
 from reference_data import mimic_demo_file
 
 from hftri_mimic.ingest.download import (
@@ -25,6 +23,7 @@ from hftri_mimic.ingest.download import (
     CredentialsError,
     DownloadError,
     download_project,
+    masked,
     mirror_dir,
     parse_sha256sums,
     physionet_credentials,
@@ -32,9 +31,6 @@ from hftri_mimic.ingest.download import (
     select_files,
 )
 
-USER = "alice"
-PASSWORD = "pw-9f2c-Zq81-never-leaks"
-PREFIX = "/files/demo/2.2/"
 CHUNK = 1024  # client read size in these tests: an interruption after k * CHUNK bytes leaves exactly that
 
 # A small tree with the PhysioNet layouts: two real hosp tables, an ECG record, a DICOM-named file.
@@ -46,89 +42,6 @@ TREE_FILES = {
     "files/p10/p10002221/s94106955/94106955_0001.dcm": b"DICM" * 3000,
     "README.txt": b"demo tree\n",
 }
-
-
-class TreeServer(ThreadingHTTPServer):
-    """Serves ``root`` under PREFIX with basic auth; records every request's path and Range header."""
-
-    daemon_threads = True
-
-    def __init__(self, root: Path):
-        super().__init__(("127.0.0.1", 0), TreeHandler)
-        self.root = root
-        self.auth = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        self.lock = threading.Lock()
-        self.seen: list[tuple[str, str | None]] = []
-        self.drop_once: dict[str, int] = {}  # rel -> body bytes sent before the connection drops (first GET)
-        self.always_drop: set[str] = set()
-        self.ignore_range = False
-        self.hide_length = False  # answer without Content-Length, closing the connection after the body
-        self.redirects: dict[str, str] = {}  # rel -> Location sent instead of the file
-        self.authorized: list[tuple[str, bool]] = []  # (rel, whether an Authorization header came)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{PREFIX}"
-
-    def requests_for(self, rel: str) -> list[str | None]:
-        with self.lock:
-            return [rng for path, rng in self.seen if path == rel]
-
-
-class TreeHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):  # keep test output quiet
-        pass
-
-    def _empty(self, status: int, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_GET(self):
-        srv: TreeServer = self.server
-        rel = unquote(urlsplit(self.path).path).removeprefix(PREFIX)
-        rng = self.headers.get("Range")
-        with srv.lock:
-            srv.seen.append((rel, rng))
-            srv.authorized.append((rel, "Authorization" in self.headers))
-        if rel in srv.redirects:
-            return self._empty(302, {"Location": srv.redirects[rel]})
-        if self.headers.get("Authorization") != srv.auth:
-            return self._empty(401, {"WWW-Authenticate": 'Basic realm="PhysioNet"'})
-        path = srv.root / rel
-        if not path.is_file():
-            return self._empty(404)
-        data = path.read_bytes()
-        start = 0
-        match = re.fullmatch(r"bytes=(\d+)-", rng or "")
-        if match and not srv.ignore_range:
-            start = int(match.group(1))
-            if start >= len(data):
-                return self._empty(416, {"Content-Range": f"bytes */{len(data)}"})
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        if srv.hide_length:
-            self.close_connection = True
-        else:
-            self.send_header("Content-Length", str(len(body)))
-        self.send_header("Content-Type", "application/octet-stream")
-        self.end_headers()
-        with srv.lock:
-            drop = 0 if rel in srv.always_drop else srv.drop_once.pop(rel, None)
-        if drop is None:
-            self.wfile.write(body)
-            return
-        self.wfile.write(body[:drop])
-        self.wfile.flush()
-        self.close_connection = True
-        self.connection.shutdown(socket.SHUT_RDWR)
 
 
 def write_tree(root: Path) -> dict[str, str]:
@@ -262,7 +175,7 @@ def test_interrupted_transfer_resumes_with_a_range_request(server, tmp_path, env
     cut = 4 * CHUNK
     server.drop_once[rel] = cut
     dest = tmp_path / "mirror"
-    with pytest.raises(DownloadError, match=re.escape(rel)):
+    with pytest.raises(DownloadError, match=re.escape(masked(rel))):
         fetch(server, dest, retries=1)  # a run killed mid-transfer
     part = dest / (rel + ".part")
     assert part.stat().st_size == cut, "the bytes received before the drop are kept in .part"
@@ -296,7 +209,7 @@ def test_corrupted_file_fails_its_checksum_by_name_and_leaves_no_file(server, tm
     rel = "files/p10/p10002221/s94106955/94106955_0001.dcm"
     (server.root / rel).write_bytes(b"DICM" * 2999 + b"BAD!")  # served bytes no longer match SHA256SUMS
     dest, manifest = tmp_path / "mirror", tmp_path / "demo.download.json"
-    with pytest.raises(ChecksumError, match=re.escape(rel)) as info:
+    with pytest.raises(ChecksumError, match=re.escape(masked(rel))) as info:
         fetch(server, dest, manifest=manifest)
     assert server.sums[rel] in str(info.value), "the error names the expected checksum"
     assert not (dest / rel).exists() and not (dest / (rel + ".part")).exists(), "no file under the real name"
@@ -338,7 +251,10 @@ def test_include_patterns_and_file_list_select_the_right_files(server, tmp_path,
     dest = tmp_path / "mirror"
     summary = fetch(server, dest, include=["README.txt"], file_list=file_list)
     assert sorted(summary.files) == ["README.txt", "files/p10/p10002221/s94106955/94106955_0001.dcm"]
-    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+    bookkeeping = {".hftri-verified.parquet", ".hftri-sums.lock"}
+    assert sorted(
+        p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name not in bookkeeping
+    ) == [
         "README.txt",
         "SHA256SUMS.txt",
         "files/p10/p10002221/s94106955/94106955_0001.dcm",
@@ -394,9 +310,22 @@ def test_snakemake_download_target_mirrors_and_is_not_part_of_all(server, tmp_pa
             "timeout_s": 10,
             "retries": 2,
             "backoff_s": 0,
+            "reverify": False,
             "projects": {
-                "demo-hosp": {"url": server.url, "include": ["hosp/*.csv.gz"], "file_list": None},
-                "demo-echo": {"url": server.url, "include": ["README.txt"], "file_list": str(file_list)},
+                "demo-hosp": {
+                    "url": server.url,
+                    "access": "credentialed",
+                    "include": ["hosp/*.csv.gz"],
+                    "file_list": None,
+                    "cohort_files": None,
+                },
+                "demo-echo": {
+                    "url": server.url,
+                    "access": "credentialed",
+                    "include": ["README.txt"],
+                    "file_list": str(file_list),
+                    "cohort_files": None,
+                },
             },
         },
     )
@@ -429,8 +358,10 @@ def test_credentials_in_a_configured_url_fail_before_any_job_without_echoing_the
             "timeout_s": 10,
             "retries": 1,
             "backoff_s": 0,
+            "reverify": False,
             "projects": {"mimiciv": {"url": "https://bob:hunter2@physionet.org/files/mimiciv/3.1/",
-                                     "include": None, "file_list": None}},
+                                     "access": "credentialed", "include": None, "file_list": None,
+                                     "cohort_files": None}},
         },
     )  # fmt: skip
     proc = snakemake(tmp_path, "-n", "all", check=False, timeout=120)
@@ -535,10 +466,11 @@ def test_a_checksum_list_that_does_not_parse_leaves_the_previous_one(server, tmp
     fetch(server, dest)
     good = (dest / "SHA256SUMS.txt").read_bytes()
     (server.root / "SHA256SUMS.txt").write_text("not a checksum line\n")
+    fetch(server, dest)  # the list fetched whole before is reused: a project version never changes
     with pytest.raises(DownloadError, match="line 1"):
-        fetch(server, dest)
+        fetch(server, dest, reverify=True)  # fetched again
     assert (dest / "SHA256SUMS.txt").read_bytes() == good
-    assert not list(dest.glob("SHA256SUMS.txt.*.part"))
+    assert not list(dest.glob("SHA256SUMS.txt*.part")), "a list that does not parse is not continued by a rerun"
 
 
 # --- size cap ------------------------------------------------------------------------------------------------
@@ -568,3 +500,102 @@ def test_a_server_that_sends_more_than_it_announced_is_cut_at_the_cap(server, tm
     assert not (dest / largest).exists() and not (dest / f"{largest}.part").exists()
     summary = fetch(server, dest, max_file_gb=None)  # no cap and no Content-Length: the tree downloads
     assert summary.downloaded + summary.already_present == len(TREE_FILES)
+
+
+# --- verify once, cached checksum lists, open access, the plan before the transfers ----------------------------------
+
+
+def test_a_rerun_hashes_nothing_and_a_changed_file_is_caught(server, tmp_path, env_credentials):
+    dest = tmp_path / "mirror"
+    first = fetch(server, dest)
+    assert first.files_hashed == len(TREE_FILES) + 1, "each download and the checksum list are hashed once"
+    sums_requests = len(server.requests_for("SHA256SUMS.txt"))
+
+    again = fetch(server, dest)
+    assert (again.files_hashed, again.bytes_hashed) == (0, 0), "an unchanged tree is not read again"
+    assert again.already_present == len(TREE_FILES) and again.downloaded == 0
+    assert len(server.requests_for("SHA256SUMS.txt")) == sums_requests, "the checksum list is reused"
+
+    changed = dest / "hosp/admissions.csv.gz"
+    changed.write_bytes(changed.read_bytes() + b"\0")  # new size and mtime
+    third = fetch(server, dest)
+    assert (third.files_hashed, third.downloaded) == (2, 1), "the changed file is hashed, caught and fetched again"
+    assert hashlib.sha256(changed.read_bytes()).hexdigest() == server.sums["hosp/admissions.csv.gz"]
+
+    # Other bytes with the size and mtime set back (as `cp -p` or `touch -d` would): the inode's change time differs.
+    before = changed.stat()
+    data = bytearray(changed.read_bytes())
+    data[100] ^= 0xFF
+    changed.write_bytes(bytes(data))
+    os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert changed.stat().st_mtime_ns == before.st_mtime_ns and changed.stat().st_size == before.st_size
+    caught = fetch(server, dest)
+    assert (caught.files_hashed, caught.downloaded) == (2, 1)
+    assert hashlib.sha256(changed.read_bytes()).hexdigest() == server.sums["hosp/admissions.csv.gz"]
+
+    forced = fetch(server, dest, reverify=True)  # bit rot changes nothing a stat sees: only re-hashing finds it
+    assert forced.files_hashed == len(TREE_FILES) + 1 and forced.downloaded == 0  # every file and the list
+    assert len(server.requests_for("SHA256SUMS.txt")) == sums_requests + 1, "reverify fetches the list again"
+
+
+def test_the_verified_cache_survives_a_damaged_cache_file(server, tmp_path, env_credentials):
+    dest = tmp_path / "mirror"
+    fetch(server, dest)
+    (dest / ".hftri-verified.parquet").write_bytes(b"not parquet")
+    summary = fetch(server, dest)  # a damaged cache costs a re-hash, not a failure
+    assert summary.already_present == len(TREE_FILES) and summary.files_hashed == len(TREE_FILES) + 1
+    assert fetch(server, dest).files_hashed == 0
+
+
+def test_an_interrupted_checksum_list_download_resumes(server, tmp_path, env_credentials):
+    dest = tmp_path / "mirror"
+    cut = 100
+    server.drop_once["SHA256SUMS.txt"] = cut
+    with pytest.raises(DownloadError, match=re.escape("SHA256SUMS.txt: gave up after 1 tries")):
+        fetch(server, dest, retries=1)
+    assert (dest / "SHA256SUMS.txt.part").stat().st_size == cut
+    assert not (dest / "SHA256SUMS.txt").exists()
+    fetch(server, dest, retries=1)
+    assert server.requests_for("SHA256SUMS.txt") == [None, f"bytes={cut}-"], "the rerun continues the list"
+    assert (dest / "SHA256SUMS.txt").read_bytes() == (server.root / "SHA256SUMS.txt").read_bytes()
+    fetch(server, dest, retries=1)
+    assert len(server.requests_for("SHA256SUMS.txt")) == 2, "a list fetched whole is not fetched again"
+
+
+def test_open_access_needs_no_credentials_and_sends_none(server, tmp_path, isolated_credentials, monkeypatch):
+    import hftri_mimic.ingest.download as download
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("credentials were looked up for an open-access project")
+
+    monkeypatch.setattr(download, "physionet_credentials", no_reading)
+    netrc_file = isolated_credentials / ".netrc"
+    netrc_file.write_text(f"default login {USER} password {PASSWORD}\n")  # requests alone would send this
+    netrc_file.chmod(0o600)
+    server.open_access = True
+    summary = fetch(server, tmp_path / "mirror", access="open")
+    assert summary.downloaded == len(TREE_FILES)
+    assert server.authorized and not any(sent for _, sent in server.authorized), "credentials sent to an open project"
+
+    server.open_access = False  # a project that does ask for a login, configured as open
+    with pytest.raises(CredentialsError, match="configured as open access") as info:
+        fetch(server, tmp_path / "other", access="open")
+    assert PASSWORD not in str(info.value)
+
+
+def test_the_plan_counts_and_sizes_what_is_fetched_before_any_transfer(server, tmp_path, env_credentials, caplog):
+    dest = tmp_path / "mirror"
+    fetch(server, dest, include=["README.txt"])
+    files_bytes = sum((server.root / rel).stat().st_size for rel in TREE_FILES if rel != "README.txt")
+    server.heads.clear()
+    server.seen.clear()
+    with caplog.at_level("INFO", logger="hftri_mimic.ingest.download"):
+        planned = fetch(server, dest, dry_run=True)
+    assert planned.to_fetch == len(TREE_FILES) - 1 and planned.bytes_to_fetch == files_bytes
+    assert sorted(server.heads) == sorted(rel for rel in TREE_FILES if rel != "README.txt")
+    assert server.seen == [], "a dry run fetches nothing (the checksum list is reused)"
+    plan_line = next(r.getMessage() for r in caplog.records if "to fetch" in r.getMessage())
+    assert (
+        f"1 ({TREE_FILES['README.txt'].__len__()} B) present and verified, {len(TREE_FILES) - 1} to fetch" in plan_line
+    )
+    assert not list(dest.rglob("*.part")) and not (dest / "hosp").exists()

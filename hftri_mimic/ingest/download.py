@@ -13,11 +13,19 @@ layout:
 - a finished ``.part`` becomes ``<file>`` only when its SHA-256 matches ``SHA256SUMS.txt``; on a
   mismatch the ``.part`` is **deleted** (a rerun starts that file clean) and the error names the file.
   A mismatch after a resumed transfer is retried once from zero before it counts;
-- a file already present is kept only when its SHA-256 matches (verified, not trusted by size);
+- a file already present is kept only when its SHA-256 matches (verified, not trusted by size). A file verified
+  once is not read again: ``<dest>/.hftri-verified.parquet`` holds each verified file's SHA-256 with the size and
+  modification time it had, and a file whose size and mtime are unchanged is taken as verified
+  (``reverify=True`` re-hashes everything);
+- ``SHA256SUMS.txt`` itself is fetched once (resumably, into ``SHA256SUMS.txt.part``) and reused on later runs: a
+  PhysioNet project version never changes its files (a correction is a new version); ``reverify`` fetches it again;
+- before the first transfer the files still to fetch are counted and sized (HTTP HEAD) and the plan is logged;
 - connection errors, timeouts and HTTP 429/5xx are retried a bounded number of times with
   exponential backoff; 401/403 stop at once with a message that names the host, never the password.
 
-Credentials come from ``PHYSIONET_USERNAME`` + ``PHYSIONET_PASSWORD`` or else ``~/.netrc`` (``$NETRC``
+Open-access projects (MIMIC-IV-ECG, PTB-XL; ``access="open"``) are fetched without credentials: none are read,
+and none are sent. Credentialed ones (MIMIC-IV, MIMIC-IV-ECHO) take them from ``PHYSIONET_USERNAME`` +
+``PHYSIONET_PASSWORD`` or else ``~/.netrc`` (``$NETRC``
 when set) and are sent only as an HTTP basic-auth header: they are never logged, printed, put in a
 URL, an error message, the manifest or any file. They go only to the configured project URL's origin (scheme,
 host, port): a redirect anywhere else is refused before it is followed. A ``.netrc`` readable by other users, or
@@ -28,6 +36,7 @@ owned by another user, is refused. Prefer ``.netrc``: environment variables reac
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import logging
@@ -37,19 +46,30 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import ClassVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
+import polars as pl
 import requests
 import urllib3
 from tqdm import tqdm
 
+from hftri_mimic.ingest.source_files import masked
+
 log = logging.getLogger(__name__)
 
 SUMS_NAME = "SHA256SUMS.txt"
+VERIFIED_NAME = ".hftri-verified.parquet"  # the verify-once cache, beside the files it describes
+LOCK_NAME = ".hftri-sums.lock"  # held while the checksum list is fetched
+FAILED_NAME = ".hftri-failed.txt"  # the paths of the last run's checksum failures
+# Above this many files to fetch the sizes are not asked for one by one (a whole archive is 800k+ files): the plan
+# then gives the count only. A dry run sizes them all.
+SIZE_LIMIT = 20_000
+ACCESS = ("credentialed", "open")
 ENV_USER = "PHYSIONET_USERNAME"
 ENV_PASSWORD = "PHYSIONET_PASSWORD"
 CREDENTIAL_HINT = f"check ~/.netrc or {ENV_USER} / {ENV_PASSWORD}"
@@ -102,6 +122,10 @@ class DownloadSummary:
     downloaded: int = 0
     already_present: int = 0
     bytes_downloaded: int = 0
+    files_hashed: int = 0  # files read to compute their SHA-256 (downloads included); 0 on an unchanged rerun
+    bytes_hashed: int = 0
+    to_fetch: int = 0  # files not yet present and verified when the run started
+    bytes_to_fetch: int | None = 0  # their size by HTTP HEAD (None: the server did not say for some)
     files: dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -116,7 +140,8 @@ class DownloadSummary:
         return (
             f"{self.name}: {self.n_files} files selected of {self.listed} in {SUMS_NAME}; "
             f"{self.downloaded} downloaded, {self.already_present} already present; "
-            f"{_human(self.bytes_downloaded)} transferred, {_human(self.total_bytes)} verified (SHA-256) in {self.dest}"
+            f"{_human(self.bytes_downloaded)} transferred, {_human(self.total_bytes)} verified (SHA-256) "
+            f"in {self.dest}; {self.files_hashed} files ({_human(self.bytes_hashed)}) hashed"
         )
 
     def manifest(self) -> dict:
@@ -129,6 +154,8 @@ class DownloadSummary:
             "downloaded": self.downloaded,
             "already_present": self.already_present,
             "bytes_downloaded": self.bytes_downloaded,
+            "files_hashed": self.files_hashed,
+            "bytes_hashed": self.bytes_hashed,
             "checksums_verified": True,
             "checksum_file": SUMS_NAME,
             "files": {rel: self.files[rel] for rel in sorted(self.files)},
@@ -176,11 +203,29 @@ def mirror_dir(dest_root: Path | str, url: str) -> Path:
 
 def check_download_config(download: Mapping) -> None:
     """Fail before any job runs on a bad ``download.projects.<name>.url``, naming the key, never the URL."""
+    cohort_projects(download)
     for name, project in download["projects"].items():
+        if name.endswith(".cohort"):  # <name>.cohort.download.json is phase 2's manifest of <name>
+            raise ValueError(f"config download.projects.{name}: a project name must not end in '.cohort'")
         try:
             project_url(project["url"])
         except DownloadError as err:
             raise ValueError(f"config download.projects.{name}.url: {err}") from None
+
+
+def cohort_projects(download: Mapping) -> dict[str, str]:
+    """Which project receives the cohort's files of each tree (``download.projects.<name>.cohort_files``)."""
+    trees: dict[str, str] = {}
+    for name, project in download["projects"].items():
+        tree = project.get("cohort_files")  # absent: none
+        if tree is None:
+            continue
+        if tree in trees:
+            raise ValueError(
+                f"config download.projects: {trees[tree]} and {name} both have cohort_files: {tree}; give one"
+            )
+        trees[tree] = name
+    return trees
 
 
 def project_settings(download: Mapping, name: str) -> dict:
@@ -190,6 +235,7 @@ def project_settings(download: Mapping, name: str) -> dict:
         "url": project_url(project["url"]),
         "dest": str(mirror_dir(download["dest_root"], project["url"])),
         "include": list(project["include"]) if project["include"] is not None else None,
+        "access": project.get("access", "credentialed"),
     }
 
 
@@ -333,7 +379,8 @@ def select_files(
         if unknown:
             raise DownloadError(
                 f"{len(unknown)} path(s) of file_list {file_list} are not in {SUMS_NAME} "
-                f"(paths are relative to the project root), e.g. {', '.join(unknown[:3])}"
+                f"(paths are relative to the project root; a list fetched before a new version? download.reverify "
+                f"fetches it again), e.g. {', '.join(sorted({masked(rel) for rel in unknown})[:3])}"
             )
         chosen.update(listed)
     return [rel for rel in sums if rel in chosen]
@@ -345,6 +392,70 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
         while block := stream.read(chunk_size):
             digest.update(block)
     return digest.hexdigest()
+
+
+class VerifiedCache:
+    """The SHA-256 of every file verified in one mirror, keyed by relative path, size, modification time and inode
+    change time.
+
+    A file whose size, mtime and ctime (ns) equal the recorded ones is taken as verified without reading it:
+    re-hashing a terabyte tree on every run takes hours. A changed file is hashed again: a write changes the mtime,
+    and setting the mtime back (``touch -d``, ``cp -p``, ``rsync -t``) changes the ctime, which no user can set. Kept as
+    ``<dest>/.hftri-verified.parquet``, rewritten atomically and merged with what is on disk when saved, so two runs
+    on one tree lose at most entries, which then only cost a re-hash.
+    """
+
+    SCHEMA: ClassVar[dict] = {
+        "path": pl.String,
+        "size": pl.Int64,
+        "mtime_ns": pl.Int64,
+        "ctime_ns": pl.Int64,
+        "sha256": pl.String,
+    }
+
+    def __init__(self, dest: Path):
+        self.file = dest / VERIFIED_NAME
+        self._entries = self._read()
+        self._changed: dict[str, tuple[int, int, int, str]] = {}
+        self._lock = threading.Lock()
+
+    def _read(self) -> dict[str, tuple[int, int, int, str]]:
+        if not self.file.is_file():
+            return {}
+        try:
+            frame = pl.read_parquet(self.file)
+        except Exception as err:  # a damaged cache only costs re-hashing: start afresh
+            log.warning("%s could not be read (%s); every present file is hashed again", self.file, type(err).__name__)
+            return {}
+        return {path: tuple(entry) for path, *entry in frame.select(list(self.SCHEMA)).iter_rows()}
+
+    def lookup(self, rel: str, st: os.stat_result) -> str | None:
+        """The recorded SHA-256 of ``rel`` if the file still has the size and mtime it had when verified."""
+        with self._lock:
+            entry = self._changed.get(rel) or self._entries.get(rel)
+        if entry is None or entry[:3] != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            return None
+        return entry[3]
+
+    def record(self, rel: str, st: os.stat_result, sha256: str) -> None:
+        with self._lock:
+            self._changed[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, sha256)
+
+    def save(self) -> None:
+        with self._lock:
+            if not self._changed:
+                return
+            changed = dict(self._changed)
+        entries = self._read() | changed  # another run's entries kept, ours win
+        rows = [(path, *entry) for path, entry in sorted(entries.items())]
+        tmp = self.file.with_name(f"{self.file.name}.{os.getpid()}.tmp")
+        pl.DataFrame(rows, schema=self.SCHEMA, orient="row").write_parquet(tmp)
+        os.replace(tmp, self.file)
+        with self._lock:
+            self._entries = entries
+            for rel, entry in changed.items():
+                if self._changed.get(rel) == entry:
+                    del self._changed[rel]
 
 
 def _human(n: float) -> str:
@@ -366,7 +477,7 @@ class _Mirror:
         self,
         url: str,
         dest: Path,
-        credentials: Credentials,
+        credentials: Credentials | None,
         *,
         timeout_s: float,
         retries: int,
@@ -374,12 +485,23 @@ class _Mirror:
         chunk_size: int,
         progress: tqdm,
         max_file_bytes: int | None = None,
+        reverify: bool = False,
     ):
         self.base = url
         self.host = urlsplit(url).hostname
         self.dest = dest
-        self._auth = requests.auth.HTTPBasicAuth(credentials.username, credentials.password)
-        self._secret = credentials.password
+        # Open access: no credentials sent. A no-op auth rather than None, since requests would otherwise fill in
+        # ~/.netrc's entry for the host by itself.
+        self._auth = (
+            requests.auth.HTTPBasicAuth(credentials.username, credentials.password) if credentials else _no_auth
+        )
+        self._secret = credentials.password if credentials else ""
+        self.open_access = credentials is None
+        self.reverify = reverify
+        self.cache = VerifiedCache(dest)
+        self.files_hashed = 0
+        self.bytes_hashed = 0
+        self.checked: dict[str, bool] = {}  # rel -> present and verified, as the plan found it
         self.timeout = timeout_s
         self.retries = max(1, int(retries))
         self.backoff = backoff_s
@@ -409,13 +531,13 @@ class _Mirror:
         for session in self._sessions:
             session.close()
 
-    def get(self, rel: str, **kwargs) -> requests.Response:
-        """GET ``rel`` with the credentials, following redirects only within the configured origin (scheme, host,
-        port). requests would follow any redirect and, for a new host, re-add credentials from ~/.netrc (which may
-        hold a ``default`` entry) and send them over plain http after a downgrade: refused here instead."""
+    def get(self, rel: str, method: str = "GET", **kwargs) -> requests.Response:
+        """GET (or HEAD) ``rel`` with the credentials, following redirects only within the configured origin (scheme,
+        host, port). requests would follow any redirect and, for a new host, re-add credentials from ~/.netrc (which
+        may hold a ``default`` entry) and send them over plain http after a downgrade: refused here instead."""
         url = self.base + quote(rel)
         for _ in range(MAX_REDIRECTS + 1):
-            resp = self.session().get(url, allow_redirects=False, **kwargs)
+            resp = self.session().request(method, url, allow_redirects=False, **kwargs)
             if not resp.is_redirect:
                 return resp
             target = urljoin(url, resp.headers.get("Location", ""))
@@ -423,11 +545,11 @@ class _Mirror:
             if not same_origin(self.base, target):
                 moved = urlsplit(target)
                 raise DownloadError(
-                    f"{rel}: {self.host} redirected to {moved.scheme}://{moved.hostname}, another scheme or host; "
-                    "refused, credentials are sent only to the configured project URL"
+                    f"{masked(rel)}: {self.host} redirected to {moved.scheme}://{moved.hostname}, another scheme or "
+                    "host; refused, credentials are sent only to the configured project URL"
                 )
             url = target
-        raise DownloadError(f"{rel}: more than {MAX_REDIRECTS} redirects from {self.host}")
+        raise DownloadError(f"{masked(rel)}: more than {MAX_REDIRECTS} redirects from {self.host}")
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
@@ -438,18 +560,24 @@ class _Mirror:
         self.progress.update(n)
 
     def _check_status(self, resp: requests.Response, rel: str) -> None:
+        if resp.status_code in (401, 403) and self.open_access:
+            raise CredentialsError(
+                f"{self.host} asks for a login (HTTP {resp.status_code} for {masked(rel)}) but the project is "
+                "configured as open access (download.projects.<name>.access: open); set access: credentialed if it "
+                "is not"
+            )
         if resp.status_code in (401, 403):
             extra = ""
             if resp.status_code == 403:
                 extra = " or the account has no access to this project (sign its data use agreement)"
             raise CredentialsError(
                 f"PhysioNet refused the credentials for {self.host} ({CREDENTIAL_HINT}){extra}; "
-                f"HTTP {resp.status_code} for {rel}"
+                f"HTTP {resp.status_code} for {masked(rel)}"
             )
         if resp.status_code in RETRY_STATUS:
             raise _Retryable(f"HTTP {resp.status_code}")
         if resp.status_code == 404:
-            raise DownloadError(f"{rel}: not found on {self.host} (HTTP 404 for {self.base}{quote(rel)})")
+            raise DownloadError(f"{masked(rel)}: not found on {self.host} (HTTP 404)")
 
     def with_retries(self, rel: str, attempt_fn):
         """Run ``attempt_fn`` at most ``retries`` times, backing off between transient failures."""
@@ -463,16 +591,16 @@ class _Mirror:
                 last = self._redact(str(err))
                 if attempt < self.retries:
                     delay = self.backoff * 2 ** (attempt - 1)
-                    log.warning("%s: %s; retry %d of %d in %.0f s", rel, last, attempt, self.retries - 1, delay)
+                    log.warning("%s: %s; retry %d of %d in %.0f s", masked(rel), last, attempt, self.retries - 1, delay)
                     time.sleep(delay)
-        raise DownloadError(f"{rel}: gave up after {self.retries} tries ({last})")
+        raise DownloadError(f"{masked(rel)}: gave up after {self.retries} tries ({last})")
 
     def _check_size(self, rel: str, part: Path, size: int) -> None:
         """Stop a file that would exceed ``download.max_file_gb``: a misbehaving server must not fill the disk."""
         if self.max_file_bytes is not None and size > self.max_file_bytes:
             part.unlink(missing_ok=True)
             raise DownloadError(
-                f"{rel}: {_human(size)} or more exceeds the per-file cap of {_human(self.max_file_bytes)} "
+                f"{masked(rel)}: {_human(size)} or more exceeds the per-file cap of {_human(self.max_file_bytes)} "
                 "(config download.max_file_gb); partial file deleted"
             )
 
@@ -495,10 +623,10 @@ class _Mirror:
                     mode = "ab"
                 elif resp.status_code == 200:
                     if offset:
-                        log.info("%s: server ignored the range request; downloading from the start", rel)
+                        log.info("%s: server ignored the range request; downloading from the start", masked(rel))
                     mode, offset = "wb", 0
                 else:
-                    raise DownloadError(f"{rel}: unexpected HTTP {resp.status_code} from {self.host}")
+                    raise DownloadError(f"{masked(rel)}: unexpected HTTP {resp.status_code} from {self.host}")
                 length = resp.headers.get("Content-Length")
                 if length is not None and length.isdigit():
                     self._check_size(rel, part, offset + int(length))
@@ -518,44 +646,109 @@ class _Mirror:
             # requests/urllib3 messages hold host, port and path only; redacted anyway, never chained.
             raise _Retryable(f"{type(err).__name__}: {self._redact(str(err))}") from None
 
+    # -- hashing, with the verify-once cache
+    def hash(self, path: Path) -> str:
+        with self._lock:
+            self.files_hashed += 1
+            self.bytes_hashed += path.stat().st_size
+        return sha256_file(path)
+
+    def verified(self, rel: str, expected: str) -> bool:
+        """Whether ``dest/rel`` is present with the expected SHA-256: from the cache when the file's size and mtime
+        are unchanged since it was verified (and ``reverify`` is off), else by hashing it."""
+        final = self.dest / rel
+        if not final.is_file():
+            return False
+        st = final.stat()
+        if not self.reverify and self.cache.lookup(rel, st) == expected:
+            return True
+        if self.hash(final) == expected:
+            self.cache.record(rel, st, expected)
+            return True
+        log.warning("%s: present but its SHA-256 differs from %s; downloading it again", masked(rel), SUMS_NAME)
+        return False
+
+    def size_of(self, rel: str) -> int | None:
+        """The file's size on the server (HTTP HEAD's Content-Length), None when it does not say."""
+
+        def attempt() -> int | None:
+            try:
+                with self.get(rel, method="HEAD", timeout=self.timeout) as resp:
+                    self._check_status(resp, rel)
+                    length = resp.headers.get("Content-Length")
+                    return int(length) if resp.status_code == 200 and length and length.isdigit() else None
+            except (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as err:
+                raise _Retryable(f"{type(err).__name__}: {self._redact(str(err))}") from None
+
+        try:
+            return self.with_retries(rel, attempt)
+        except CredentialsError:
+            raise
+        except DownloadError as err:  # the size is for the plan only: the transfer will tell
+            log.warning("%s", err)
+            return None
+
     # -- one file: verify, download, verify
     def ensure(self, rel: str, expected: str) -> tuple[str, int]:
         """('present' | 'downloaded', size) once ``dest/rel`` exists with the expected SHA-256."""
         final = self.dest / rel
-        if final.is_file():
-            if sha256_file(final) == expected:
-                return "present", final.stat().st_size
-            log.warning("%s: present but its SHA-256 differs from %s; downloading it again", rel, SUMS_NAME)
+        checked = self.checked.pop(rel, None)  # what the plan found, so that no file is hashed twice
+        if checked if checked is not None else self.verified(rel, expected):
+            return "present", final.stat().st_size
         final.parent.mkdir(parents=True, exist_ok=True)
         part = final.with_name(final.name + ".part")
         for fresh in (False, True):  # at most one restart from zero after a resumed transfer
             resumed = self.with_retries(rel, lambda: self.transfer(rel, part))
-            actual = sha256_file(part)
+            actual = self.hash(part)
             if actual == expected:
                 os.replace(part, final)
+                self.cache.record(rel, final.stat(), actual)
                 return "downloaded", final.stat().st_size
             part.unlink()
             if not resumed or fresh:
                 raise ChecksumError(
-                    f"{rel}: SHA-256 mismatch (expected {expected} from {SUMS_NAME}, got {actual}); download deleted"
+                    f"{masked(rel)}: SHA-256 mismatch (expected {expected} from {SUMS_NAME}, got {actual}); "
+                    "download deleted"
                 )
-            log.warning("%s: SHA-256 mismatch after a resumed transfer; downloading it again from the start", rel)
+            log.warning(
+                "%s: SHA-256 mismatch after a resumed transfer; downloading it again from the start", masked(rel)
+            )
         raise AssertionError("unreachable")
 
     def fetch_sums(self) -> dict[str, str]:
-        """Download SHA256SUMS.txt afresh (kept beside the files, as in the PhysioNet tree) and parse it."""
+        """The project's SHA256SUMS.txt, parsed: the copy kept beside the files when it was fetched whole by an earlier
+        run and is unchanged on disk (a project version's files never change on PhysioNet), else fetched into
+        ``SHA256SUMS.txt.part``, continuing a partial one (MIMIC-IV-ECG's list is about 176 MB)."""
         self.dest.mkdir(parents=True, exist_ok=True)
         path = self.dest / SUMS_NAME
-        part = self.dest / f"{SUMS_NAME}.{os.getpid()}.part"  # two projects may share one tree
-        part.unlink(missing_ok=True)
-        try:
+        part = self.dest / f"{SUMS_NAME}.part"
+        with open(self.dest / LOCK_NAME, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two projects (or both phases) may share one tree
+            if path.is_file() and not self.reverify and self.cache.lookup(SUMS_NAME, path.stat()) is not None:
+                log.info("%s: %s fetched earlier, unchanged on disk: reused", self.host, SUMS_NAME)
+                with open(path, encoding="utf-8") as stream:
+                    return parse_sha256sums(stream)
+            if self.reverify:
+                part.unlink(missing_ok=True)
             self.with_retries(SUMS_NAME, lambda: self.transfer(SUMS_NAME, part))
-            with open(part, encoding="utf-8") as stream:
-                sums = parse_sha256sums(stream)  # a list that does not parse leaves the previous one in place
+            try:
+                with open(part, "rb") as stream:
+                    stream.seek(max(0, part.stat().st_size - 1))
+                    if stream.read(1) != b"\n":  # a cut without Content-Length to tell: every line ends in one
+                        raise DownloadError("does not end with a newline (cut off?)")
+                with open(part, encoding="utf-8") as stream:
+                    sums = parse_sha256sums(stream)  # a list that does not parse leaves the previous one in place
+            except (DownloadError, UnicodeDecodeError) as err:
+                part.unlink()  # the next run starts it clean
+                raise DownloadError(f"{SUMS_NAME} from {self.host}: {err}") from None
             os.replace(part, path)
-        finally:
-            part.unlink(missing_ok=True)
+            self.cache.record(SUMS_NAME, path.stat(), self.hash(path))
+            self.cache.save()
         return sums
+
+
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
 
 
 def download_project(
@@ -566,6 +759,7 @@ def download_project(
     file_list: Path | str | None = None,
     manifest: Path | str | None = None,
     name: str | None = None,
+    access: str = "credentialed",
     credentials: Credentials | None = None,
     workers: int = 1,
     timeout_s: float = 60.0,
@@ -573,20 +767,29 @@ def download_project(
     backoff_s: float = 2.0,
     chunk_size: int = 1 << 20,
     max_file_gb: float | None = DEFAULT_MAX_FILE_GB,
+    reverify: bool = False,
+    dry_run: bool = False,
+    report: Callable[[str], None] | None = None,
 ) -> DownloadSummary:
     """Mirror the selected files of the PhysioNet project at ``url`` into ``dest`` (see module doc).
 
-    ``workers`` files are transferred at a time. Checksum mismatches do not stop the other files: they
-    are all named in one :class:`ChecksumError` at the end. Credential refusals and files that still
-    fail after ``retries`` tries stop the run at once (finished files and ``.part`` files stay, so a
-    rerun resumes). A file larger than ``max_file_gb`` (the checksum list included; None: no cap) stops
-    the run with its partial file deleted. ``manifest`` (JSON: counts, bytes, each file's SHA-256; no
-    credentials) is written only when every selected file is present and verified.
+    ``access``: ``credentialed`` (credentials from ``credentials``, else the environment or ~/.netrc) or ``open``
+    (nothing read, nothing sent). ``workers`` files are transferred at a time. Before the first transfer the files
+    not yet verified are sized (HTTP HEAD) and the plan is logged; ``dry_run`` stops there. Checksum mismatches do not
+    stop the other files: they are all named in one :class:`ChecksumError` at the end. Credential refusals and files
+    that still fail after ``retries`` tries stop the run at once (finished files and ``.part`` files stay, so a
+    rerun resumes). A file larger than ``max_file_gb`` (the checksum list included; None: no cap) stops the run with
+    its partial file deleted. ``reverify`` re-hashes every present file and fetches the checksum list again.
+    ``manifest`` (JSON: counts, bytes, each file's SHA-256; no credentials) is written only when every selected
+    file is present and verified. ``report`` also receives the plan line and the closing summary (the workflow
+    prints them, so that the count and size show in the terminal before the transfers start).
     """
+    if access not in ACCESS:
+        raise DownloadError(f"access must be one of {', '.join(ACCESS)}, not {access!r}")
     url = project_url(url)
     dest = Path(dest)
     name = name or PurePosixPath(urlsplit(url).path).as_posix().strip("/").replace("/", "-") or "project"
-    credentials = credentials or physionet_credentials(url)
+    credentials = None if access == "open" else credentials or physionet_credentials(url)
     include = list(include) if include is not None else None
     summary = DownloadSummary(name=name, url=url, dest=str(dest))
     progress = tqdm(desc=name, unit="B", unit_scale=True, unit_divisor=1000, mininterval=5, leave=True)
@@ -600,23 +803,37 @@ def download_project(
         chunk_size=chunk_size,
         progress=progress,
         max_file_bytes=None if max_file_gb is None else int(max_file_gb * 1e9),
+        reverify=reverify,
     )
+    workers = max(1, int(workers))
     try:
         sums = mirror.fetch_sums()
         selected = select_files(sums, include, file_list)
         summary.listed = len(sums)
-        log.info("%s: %d of %d files in %s selected", name, len(selected), len(sums), SUMS_NAME)
-        failures = _run(mirror, selected, sums, summary, max(1, int(workers)))
+        plan_line = _plan(mirror, selected, sums, summary, workers, dry_run)
+        if report is not None:
+            report(plan_line)
+        if dry_run:
+            return summary
+        failures = _run(mirror, selected, sums, summary, workers)
     finally:
+        mirror.cache.save()
         mirror.close()
         progress.close()
-    summary.bytes_downloaded = mirror.bytes_downloaded
+        summary.bytes_downloaded = mirror.bytes_downloaded
+        summary.files_hashed, summary.bytes_hashed = mirror.files_hashed, mirror.bytes_hashed
     if failures:
-        shown = "; ".join(failures[:20]) + (f"; and {len(failures) - 20} more" if len(failures) > 20 else "")
+        failed_list = dest / FAILED_NAME  # the exact paths, beside the files (private); messages show them masked
+        failed_list.write_text("".join(f"{rel}\n" for rel, _ in failures))
+        messages = [message for _, message in failures]
+        shown = "; ".join(messages[:20]) + (f"; and {len(messages) - 20} more" if len(messages) > 20 else "")
         raise ChecksumError(
-            f"{name}: {len(failures)} file(s) failed SHA-256 verification (rerun to fetch them again): {shown}"
+            f"{name}: {len(failures)} file(s) failed SHA-256 verification (rerun to fetch them again; listed in "
+            f"{failed_list}): {shown}"
         )
     log.info("%s", summary.line())
+    if report is not None:
+        report(summary.line())
     if manifest is not None:
         manifest = Path(manifest)
         manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -626,13 +843,62 @@ def download_project(
     return summary
 
 
+def _plan(
+    mirror: _Mirror,
+    selected: list[str],
+    sums: Mapping[str, str],
+    summary: DownloadSummary,
+    workers: int,
+    dry_run: bool = False,
+) -> str:
+    """Count (and size, by HTTP HEAD) the selected files that are not yet present and verified; log the plan and
+    return its line."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+        present = list(pool.map(lambda rel: mirror.verified(rel, sums[rel]), selected))
+    mirror.checked = dict(zip(selected, present, strict=True))
+    missing = [rel for rel, ok in zip(selected, present, strict=True) if not ok]
+    present_bytes = sum((mirror.dest / rel).stat().st_size for rel, ok in zip(selected, present, strict=True) if ok)
+    sizes: list[int | None] = []
+    if len(missing) > SIZE_LIMIT and not dry_run:
+        sizes = [None] * len(missing)
+    elif missing:
+        # HEAD requests are light: more of them at once than transfers
+        with ThreadPoolExecutor(max_workers=min(16, 4 * workers), thread_name_prefix="size") as pool:
+            sizes = list(tqdm(pool.map(mirror.size_of, missing), total=len(missing), desc=f"{summary.name}: sizing",
+                              mininterval=5, disable=len(missing) < 100))  # fmt: skip
+    # a partial file left by an interrupted run is continued, not fetched again
+    sizes = [
+        None if size is None else max(0, size - _part_size(mirror.dest / rel))
+        for rel, size in zip(missing, sizes, strict=True)
+    ]
+    known = [size for size in sizes if size is not None]
+    summary.to_fetch = len(missing)
+    summary.bytes_to_fetch = sum(known) if len(known) == len(sizes) else None
+    size_text = _human(sum(known)) + (
+        "" if len(known) == len(sizes) else f" (+ {len(sizes) - len(known)} of unknown size)"
+    )
+    line = (
+        f"{summary.name}: {len(selected)} of {len(sums)} files in {SUMS_NAME} selected; {len(selected) - len(missing)} "
+        f"({_human(present_bytes)}) present and verified, {len(missing)} to fetch ({size_text})"
+    )
+    log.info("%s", line)
+    return line
+
+
+def _part_size(final: Path) -> int:
+    part = final.with_name(final.name + ".part")
+    return part.stat().st_size if part.is_file() else 0
+
+
 def _run(
     mirror: _Mirror, selected: list[str], sums: Mapping[str, str], summary: DownloadSummary, workers: int
-) -> list[str]:
-    """Transfer ``selected`` with ``workers`` threads (a bounded window of queued files)."""
-    failures: list[str] = []
+) -> list[tuple[str, str]]:
+    """Transfer ``selected`` with ``workers`` threads (a bounded window of queued files); (path, message) of each
+    checksum failure."""
+    failures: list[tuple[str, str]] = []
     queue = iter(selected)
     pending: dict[Future, str] = {}
+    saved_at = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
 
         def fill() -> None:
@@ -649,7 +915,7 @@ def _run(
                         status, size = future.result()
                     except ChecksumError as err:
                         log.error("%s", err)
-                        failures.append(str(err))
+                        failures.append((rel, str(err)))
                         continue
                     summary.files[rel] = {"bytes": size, "sha256": sums[rel]}
                     if status == "downloaded":
@@ -657,6 +923,9 @@ def _run(
                     else:
                         summary.already_present += 1
                     mirror.progress.set_postfix_str(f"{len(summary.files)}/{len(selected)} files", refresh=False)
+                if time.monotonic() - saved_at > 60:  # a killed run keeps what it verified
+                    mirror.cache.save()
+                    saved_at = time.monotonic()
                 fill()
         except BaseException:
             mirror.stop.set()  # running transfers stop at their next chunk and keep their .part
@@ -676,6 +945,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--manifest", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--retries", type=int, default=3)
+    parser.add_argument("--access", choices=ACCESS, default="credentialed", help="open: no credentials (MIMIC-IV-ECG)")
+    parser.add_argument("--reverify", action="store_true", help="re-hash every present file")
+    parser.add_argument("--dry-run", action="store_true", help="count and size what would be fetched, then stop")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
@@ -687,6 +959,9 @@ def main(argv: list[str] | None = None) -> None:
             manifest=args.manifest,
             workers=args.workers,
             retries=args.retries,
+            access=args.access,
+            reverify=args.reverify,
+            dry_run=args.dry_run,
         )
     except DownloadError as err:
         raise SystemExit(f"error: {err}") from None

@@ -6,6 +6,7 @@ from hftri_mimic.ingest.download import download_project
 
 with to_file(snakemake.log[0]):
     settings = snakemake.params.settings
+    options = snakemake.params.options
     # The download root gets the private mode (and group) before the first file arrives. Read from config rather
     # than params on purpose: changing who may read the files must not re-verify terabytes.
     privacy = snakemake.config["privacy"]
@@ -18,10 +19,14 @@ with to_file(snakemake.log[0]):
         include=settings["include"],
         file_list=snakemake.input.get("file_list") or None,
         manifest=snakemake.output[0],
-        name=snakemake.wildcards.project,
+        # phase 2 (download_cohort_project) logs as "<project> cohort"
+        name=snakemake.wildcards.project + (" cohort" if snakemake.rule == "download_cohort_project" else ""),
+        access=settings["access"],
         workers=snakemake.threads,
-        timeout_s=snakemake.params.timeout_s,
-        retries=snakemake.params.retries,
-        backoff_s=snakemake.params.backoff_s,
-        max_file_gb=snakemake.params.max_file_gb,
+        timeout_s=options["timeout_s"],
+        retries=options["retries"],
+        backoff_s=options["backoff_s"],
+        max_file_gb=options["max_file_gb"],
+        reverify=options["reverify"],
+        report=print,  # the count and size to fetch, in the terminal before the transfers (stdout is not the log)
     )
