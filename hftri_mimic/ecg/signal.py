@@ -87,6 +87,8 @@ EXCLUSION_REASONS: dict[str, str] = {
     "flat_lead": "a lead is flat",
     "clipping": "samples at the ADC limits",
     "low_quality": "signal quality below threshold",
+    # not a reader's reason: an absent file of a real tree, when source.missing_files is exclude (ecg/stage.py)
+    "not_downloaded": "file not downloaded (source.missing_files: exclude)",
 }
 
 # The EcgSettings fields that only select records (``threshold_exclusion``); changing them re-reads nothing.

@@ -34,10 +34,13 @@ from hftri_mimic.ecg.signal import (
     structural_exclusion,
     threshold_exclusion,
 )
+from hftri_mimic.ingest.source_files import NOT_DOWNLOADED, MissingSourceFilesError, masked
 
 log = logging.getLogger(__name__)
 
 PLAN_COLUMNS = ["subject_id", "ecg_study_id", "ecg_path", "shard"]
+# The reader's reasons for a record whose files are not there: an incomplete download in a real tree.
+ABSENT_FILE_REASONS = frozenset({"missing_header", "missing_data"})
 # A shard's measured records (stored, whatever the thresholds) and the collected index of kept ones.
 INDEX_SCHEMA = {
     "subject_id": pl.Int64,
@@ -104,12 +107,15 @@ def process_shard(
     exclusions_out: Path | str,
     zarr_relpath: str,
     chunk: int = 32,
+    missing_files: str | None = None,
 ) -> dict:
     """Read, process and measure the records of one shard; stream every readable signal into its store.
 
     The thresholds of ``settings`` are not looked at (``collect`` applies them). ``measured_out``: one row
     per stored record (INDEX_SCHEMA); ``exclusions_out``: one row per unreadable record
-    (SHARD_EXCLUSION_SCHEMA).
+    (SHARD_EXCLUSION_SCHEMA). ``missing_files`` (config ``source.missing_files``, for a real tree; None for the
+    demo, whose absent files are planted faults): a record whose files are absent is an error (``error``), or is
+    excluded as ``not_downloaded`` (``exclude``) instead of ``missing_header``/``missing_data``.
     """
     t0 = time.perf_counter()
     records = pl.read_parquet(plan).filter(pl.col("shard") == shard)
@@ -140,13 +146,19 @@ def process_shard(
             try:
                 ecg = measure_record(path, settings)
             except EcgExclusion as exc:
+                absent = missing_files is not None and exc.reason in ABSENT_FILE_REASONS
+                if absent and missing_files == "error":
+                    raise MissingSourceFilesError(
+                        f"ECG shard {shard}: the files of a planned record are absent ({masked(rec['ecg_path'])}): an "
+                        "incomplete download? `snakemake download_cohort`, or source.missing_files: exclude"
+                    ) from None
                 excluded.append(
                     {
                         "subject_id": rec["subject_id"],
                         "ecg_study_id": rec["ecg_study_id"],
                         "path": rec["ecg_path"],
-                        "reason": exc.reason,
-                        "detail": exc.detail,
+                        "reason": NOT_DOWNLOADED if absent else exc.reason,
+                        "detail": f"{exc.reason}: {exc.detail}" if absent else exc.detail,
                         "fs_in": exc.fs_in,
                     }
                 )

@@ -68,6 +68,8 @@ EXCLUSION_REASONS: dict[str, str] = {
     "not_ultrasound": "not an ultrasound image (other modality or no pixel data)",
     "unsupported_transfer_syntax": "transfer syntax that cannot be decoded here",
     "single_frame": "single-frame image (still), not a cine: skipped",
+    # not a reader's reason: a DICOM of a real tree's study with an absent file (source.missing_files: exclude)
+    "not_downloaded": "a DICOM of the study is not downloaded (source.missing_files: exclude)",
 }
 
 SKIP_REASONS: frozenset[str] = frozenset({"single_frame"})

@@ -30,10 +30,16 @@ from hftri_mimic.echo.view_classifier import (
     save_view_classifier,
     train_view_classifier,
 )
+from hftri_mimic.ingest.source_files import NOT_DOWNLOADED, MissingSourceFilesError
 
 log = logging.getLogger(__name__)
 
-STUDY_EXCLUSION_REASONS = {"no_usable_cine": "no readable multi-frame cine in the study"}
+STUDY_EXCLUSION_REASONS = {
+    "no_usable_cine": "no readable multi-frame cine in the study",
+    # a real tree whose user opted to exclude an incomplete download's studies (source.missing_files: exclude): a
+    # study with a DICOM absent is excluded whole, since its views would be chosen from part of it
+    "not_downloaded": "a DICOM of the study is not downloaded",
+}
 NOT_BEST = "not_best_clip"  # a readable cine that another cine of its view beat
 DICOM_SCHEMA = {
     "subject_id": pl.Int64,
@@ -209,6 +215,10 @@ def _classify_batch(model, config: ViewClassifierConfig, batch: list[tuple[Cine,
     batch.clear()
 
 
+def _absent_dicoms(echo_root: Path | str, records: pl.DataFrame) -> set[str]:
+    return {rel for rel in records["dicom_filepath"] if not (Path(echo_root) / rel).is_file()}
+
+
 def process_shard(
     plan: Path | str,
     shard: int,
@@ -223,10 +233,13 @@ def process_shard(
     zarr_relpath: str,
     threads: int = 1,
     batch_size: int = 16,
+    missing_files: str | None = None,
 ) -> dict:
     """Read and classify every DICOM of the shard's studies, keep the best clip per view, stream studies
     into the shard's store: ``echo`` (n, 11, frames, size, size, 3) uint8, ``view_present`` (n, 11) bool,
-    ``view_prob`` (n, 11) float32."""
+    ``view_prob`` (n, 11) float32. ``missing_files`` (config ``source.missing_files``, for a real tree; None for the
+    demo): a study with any DICOM absent is an error (``error``) or is excluded whole as ``not_downloaded``, unread
+    (``exclude``)."""
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, threads))
     model = load_view_classifier(classifier, config)
@@ -259,6 +272,18 @@ def process_shard(
             records = rows.filter(
                 pl.col("echo_study_id") == study["echo_study_id"], pl.col("dicom_filepath").is_not_null()
             )
+            if missing_files is not None and (absent := _absent_dicoms(echo_root, records)):
+                if missing_files == "error":
+                    raise MissingSourceFilesError(
+                        f"echo shard {shard}: {len(absent)} DICOM(s) of a planned study are absent: an incomplete "
+                        "download? `snakemake download_cohort`, or source.missing_files: exclude"
+                    )
+                for rec in records.iter_rows(named=True):
+                    why = "file absent" if rec["dicom_filepath"] in absent else "another DICOM of the study absent"
+                    dicom_rows.append(_dicom_row(rec, "excluded", NOT_DOWNLOADED, why))
+                detail = f"{len(absent)} of {records.height} DICOMs not downloaded"
+                excluded.append({**study, "reason": NOT_DOWNLOADED, "detail": detail})
+                continue
             views = StudyViews(settings)
             batch: list[tuple[Cine, dict]] = []
             study_rows = []

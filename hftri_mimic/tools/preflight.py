@@ -136,28 +136,42 @@ def _sample(values: list[str], seed: int = 0) -> list[str]:
     return random.Random(seed).sample(values, min(SAMPLE_RECORDS, len(values)))
 
 
-def check_record_files(roots: dict[str, Path | None]) -> Iterator[Row]:
+def check_record_files(roots: dict[str, Path | None], out_dir: Path | str) -> Iterator[Row]:
+    """A seeded sample of the files the ECG and echo stages will read, looked up under their roots: from the cohort's
+    lists when `download_cohort` wrote them (results/download/<tree>_files.txt: the cohort-first download fetches only
+    these), else from the record lists (a tree mirrored whole)."""
     lists = {
         "ecg": ("record_list.csv", "path", lambda p: [f"{p}.hea", f"{p}.dat"]),
         "echo": ("echo-record-list.csv", "dicom_filepath", lambda p: [p]),
     }
     for kind, (name, column, files_of) in lists.items():
         root = roots[kind]
+        cohort_list = Path(out_dir) / f"download/{kind}_files.txt"
         if root is None or not (root / name).is_file():
             continue
-        try:
-            paths = [r[0] for r in duckdb.sql(f"SELECT {column} FROM {_csv(root / name)}").fetchall()]
-        except duckdb.Error as err:
-            yield Row("records", name, "problem", f"{root / name}: cannot be read ({str(err).splitlines()[0]})")
-            continue
-        sample = _sample([p for p in paths if p])
-        needed = [f for p in sample for f in files_of(p)]
+        if cohort_list.is_file():
+            name = f"{kind} cohort files"
+            files = [line for line in cohort_list.read_text().splitlines() if line and not line.startswith("#")]
+            needed = _sample(files)
+            what = f"sampled cohort files (of {len(files)} in {cohort_list.name})"
+        else:
+            try:
+                paths = [r[0] for r in duckdb.sql(f"SELECT {column} FROM {_csv(root / name)}").fetchall()]
+            except duckdb.Error as err:
+                yield Row("records", name, "problem", f"{root / name}: cannot be read ({str(err).splitlines()[0]})")
+                continue
+            sample = _sample([p for p in paths if p])
+            needed = [f for p in sample for f in files_of(p)]
+            what = f"files of {len(sample)} sampled records"
         missing = [f for f in needed if not (root / f).is_file()]
         status = "problem" if missing else "ok"
-        detail = f"{len(needed) - len(missing)} of {len(needed)} files of {len(sample)} sampled records present"
+        detail = f"{len(needed) - len(missing)} of {len(needed)} {what} present"
         if missing:  # shapes only: a record path holds the subject and study ids
             shapes = ", ".join(sorted({re.sub(r"\d", "9", f) for f in missing})[:3])
-            detail += f" under {root}; missing files like {shapes} (an incomplete download?)"
+            detail += (
+                f" under {root}; missing files like {shapes} (an incomplete download? `snakemake download_cohort` "
+                "fetches the cohort's files)"
+            )
         yield Row("records", name, status, detail)
 
 
@@ -325,7 +339,7 @@ def preflight(configfiles: list[Path]) -> list[Row]:
             roots[kind] = None
     with tempfile.TemporaryDirectory(prefix="hftri-preflight-") as workdir:
         rows += _guarded("source", lambda: check_sources(config, roots, Path(workdir)))
-    rows += _guarded("records", lambda: check_record_files(roots))
+    rows += _guarded("records", lambda: check_record_files(roots, config["out_dir"]))
     rows += _guarded("checkpoint", lambda: check_checkpoints(config))
     rows += _guarded("gpu", lambda: check_gpu(config))
     size: list[tuple[list[Row], int]] = []

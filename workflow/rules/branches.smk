@@ -16,10 +16,25 @@ class Branch:
     ecg_records: Path  # the table of records whose ECGs the plan shards (its `ecg_study_id`, `path` columns)
     ecg_root: Path  # the ECG tree the record paths are relative to
     ecg_tree_outputs: tuple  # raw ECG folders the workflow writes (the demo's), so that a new demo reruns the shards
+    ecg_root_key: str  # the config key of ecg_root, for messages
     modalities: tuple  # the signal modalities its dataset has
     tasks: tuple  # the tasks its training rule trains
     task_prompts: dict = field(default_factory=dict)  # task -> (prompt, answers) laid over model.tgmm
     training_views: bool = True  # training jobs read train/data/ views (False: the whole dataset)
+
+    @property
+    def real(self):
+        """A downloaded tree (not one the workflow writes): its files are checked before the shards read them."""
+        return not self.ecg_tree_outputs
+
+    def ecg_files_check(self):
+        """The check that every file the ECG shards read is there (rule ecg_files_check), for a real tree."""
+        return [self.root / "ecg/source_files.json"] if self.real else []
+
+    def missing_files(self):
+        """What a shard does with an absent file: for a real tree, source.missing_files (error, or exclude as
+        not_downloaded); for the demo's, None (its reader's own reason: the demo plants such faults)."""
+        return SOURCE["missing_files"] if self.real else None
 
     def rule(self, name):
         """The branch's name of a shared rule: `ecg_shard` for MIMIC-IV, `ptbxl_ecg_shard` for PTB-XL."""
@@ -114,6 +129,7 @@ MIMIC = Branch(
     ecg_records=OUT / "cohort/index_admissions.parquet",
     ecg_root=source_roots()["ecg"],
     ecg_tree_outputs=(OUT / "source/ecg/files",) if IS_DEMO else (),
+    ecg_root_key="source.ecg_root",
     modalities=tuple(m for m in available_modalities() if m != "lab"),
     tasks=("diagnosis", "prognosis"),
 )
@@ -124,6 +140,7 @@ PTBXL_BRANCH = Branch(
     ecg_records=PTB / "labels/records.parquet",
     ecg_root=ptbxl_root(),
     ecg_tree_outputs=(PTB / f"source/{PTBXL['records']}",) if PTBXL_DEMO else (),
+    ecg_root_key="ptbxl.root",
     modalities=("ecg",),
     tasks=("diagnosis",),
     # PTB-XL's one task (MI vs normal) takes the diagnosis slot with its own prompt and answers

@@ -2,12 +2,15 @@
 # Job scripts import the hftri_mimic library: installed with `pip install -e .` (README), and into each
 # conda environment by its env file (envs/*.yaml install this checkout with pip).
 import copy
+import functools
+import json
 import re
 from pathlib import Path
 
 from models.config import DIRECTIONS, SUBSETS, direction_name  # plain Python, no torch
 from hftri_mimic.ingest.tables import HOSP_TABLES, TABLES, SourceError, check_source_table
 from hftri_mimic.ingest.tables import source_roots as tables_source_roots, source_tree
+from hftri_mimic.ingest.download import cohort_projects, project_settings
 from hftri_mimic.common.db import shard_ids
 from hftri_mimic.common.privacy import close_folders, group_id, set_umask
 from hftri_mimic.common.numerics import use_portable_cpu_numerics
@@ -71,6 +74,15 @@ def source_file(table):
     return source_roots()[source_tree(table)] / TABLES[table].relpath
 
 
+def ingest_source_file(wildcards):
+    """Input of ingest_table: the source table, once the configured real source is checked (here rather than when the
+    Snakefile is read, so that `snakemake download` runs before there is a source)."""
+    if not IS_DEMO:
+        check_real_source()
+    return source_file(wildcards.table)
+
+
+@functools.cache
 def check_real_source():
     """Fail before any job runs when a configured real source is incomplete (names key, file, layout)."""
     roots = source_roots()
@@ -78,7 +90,10 @@ def check_real_source():
         raise ValueError("config source.hosp_root: required when source.kind is 'mimic'")
     for kind, root in roots.items():
         if root is not None and not root.is_dir():
-            raise ValueError(f"config source.{kind}_root: {root} is not a directory")
+            raise ValueError(
+                f"config source.{kind}_root: {root} is not a directory (`snakemake download` fetches the tables and "
+                "record lists there, docs/RUNNING.md)"
+            )
     for table in TABLES:
         if roots[source_tree(table)] is not None:
             try:
@@ -193,6 +208,7 @@ def echo_shard_outputs(kind):
 def echo_outputs():
     if "echo" not in available_modalities():
         return []
+    echo_classifier_input(None)  # a real source without EchoPrime's classifier fails here, before the demo's is planned
     outputs = [OUT / "echo/index.parquet", OUT / "echo/dicoms.parquet", OUT / "echo/exclusions.parquet"]
     if not config["echo"]["view_classifier"]["weights"]:
         outputs.append(OUT / "echo/view_classifier.json")
@@ -200,13 +216,38 @@ def echo_outputs():
 
 
 def check_echo_classifier():
-    """A real source needs EchoPrime's view classifier: only the demo has views to train one from."""
+    """A configured view classifier must be a file (checked when the Snakefile is read)."""
     weights = config["echo"]["view_classifier"]["weights"]
-    if "echo" in available_modalities() and not IS_DEMO and not weights:
-        raise ValueError("config echo.view_classifier.weights: required for a real echo source "
-                         "(EchoPrime's view_classifier.pt or .ckpt)")
     if weights and not Path(weights).is_file():
         raise ValueError(f"config echo.view_classifier.weights: {weights} is not a file")
+
+
+def echo_classifier_input(wildcards):
+    """Input of echo_shard. A real source needs EchoPrime's view classifier (only the demo has views to train one
+    from): checked when an echo shard is planned, so that the download and the plans need no weights."""
+    if IS_DEMO:
+        return view_classifier_weights()
+    check_real_source()  # an absent source is named first: it is the user's first step, the weights come later
+    if not config["echo"]["view_classifier"]["weights"]:
+        raise ValueError("config echo.view_classifier.weights: required for a real echo source "
+                         "(EchoPrime's view_classifier.pt or .ckpt)")
+    return view_classifier_weights()
+
+
+def cohort_download_stamp(tree):
+    """With source.missing_files: exclude, what download_cohort last fetched for a tree (file count and bytes, from
+    its manifest): a download that brings files excluded as not_downloaded reruns the files check, and so the
+    shards. None otherwise (with `error` nothing absent ever reaches a shard)."""
+    if IS_DEMO or SOURCE["missing_files"] != "exclude":
+        return None
+    project = cohort_projects(config["download"]).get(tree)
+    if project is None:
+        return None
+    manifest = Path(config["download"]["dest_root"]) / f"{project}.cohort.download.json"
+    if not manifest.is_file():
+        return None
+    record = json.loads(manifest.read_text())
+    return [record["n_files"], record["bytes"]]
 
 
 def ecg_outputs():
@@ -438,8 +479,6 @@ def check_model_config():
         raise ValueError(f"the encoders must project to TGMM's dim: {dims}")
 
 
-if not IS_DEMO:
-    check_real_source()
 check_echo_classifier()
 check_weight_paths()
 check_model_config()
@@ -461,3 +500,27 @@ def check_seeds_config():
 
 
 check_seeds_config()
+
+
+def download_params(wildcards):
+    return {
+        "timeout_s": config["download"]["timeout_s"],
+        "retries": config["download"]["retries"],
+        "backoff_s": config["download"]["backoff_s"],
+        "max_file_gb": config["download"]["max_file_gb"],
+        "reverify": config["download"]["reverify"],
+    }
+
+
+def cohort_download_settings(wildcards):
+    """Phase 2 of one project: only its file list, into the tree the run reads (checked here, when the job is
+    planned, so that phase 1 never needs a source tree)."""
+    tree = config["download"]["projects"][wildcards.project].get("cohort_files")
+    settings = project_settings(config["download"], wildcards.project)
+    root = source_roots()[tree] if not IS_DEMO else None
+    if root is None or Path(root).resolve() != Path(settings["dest"]).resolve():
+        raise ValueError(
+            f"config source.{tree}_root must be the folder download.projects.{wildcards.project} fills "
+            f"({settings['dest']}), with source.kind: mimic: download_cohort fetches the files the run reads there"
+        )
+    return {**settings, "include": []}

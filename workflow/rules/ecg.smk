@@ -27,11 +27,42 @@ for branch in BRANCHES:
         script:
             "../scripts/ecg_plan.py"
 
+    if branch.real:
+
+        rule:
+            name:
+                branch.rule("ecg_files_check")
+            input:
+                plan=branch.root / "ecg/plan.parquet",
+                code=library_code("source_files_check.py"),
+            output:
+                branch.root / "ecg/source_files.json",
+            params:
+                tree="ecg",
+                root=branch.ecg_root,
+                root_key=branch.ecg_root_key,
+                policy=SOURCE["missing_files"],
+                missing_list=branch.root / "ecg/missing_files.txt",
+                downloads=cohort_download_stamp("ecg") if branch is MIMIC else None,
+            log:
+                branch.log("ecg/files_check.log"),
+            benchmark:
+                branch.benchmark("ecg/files_check.tsv")
+            threads: 1
+            resources:
+                mem_mb=1000,
+                runtime=30,  # minutes
+            conda:
+                "../../envs/curation.yaml"
+            script:
+                "../scripts/source_files_check.py"
+
     rule:
         name:
             branch.rule("ecg_shard")
         input:
             list(branch.ecg_tree_outputs),
+            branch.ecg_files_check(),
             plan=branch.root / "ecg/plan.parquet",
             code=library_code("ecg_shard.py"),
         output:
@@ -43,6 +74,7 @@ for branch in BRANCHES:
         params:
             ecg_root=branch.ecg_root,
             settings=ecg_processing_settings(),
+            missing_files=branch.missing_files(),
             zarr_relpath="ecg/shards/{shard}.zarr",  # relative to the branch's root, where its dataset lives
         log:
             branch.log("ecg/shard_{shard}.log"),

@@ -25,6 +25,34 @@ checkpoint echo_shard_plan:
         "../scripts/echo_plan.py"
 
 
+rule echo_files_check:
+    # a real tree only: every DICOM the shards read is there (docs/FAULTS.md, Incomplete downloads)
+    input:
+        plan=OUT / "echo/plan.parquet",
+        code=library_code("source_files_check.py"),
+    output:
+        OUT / "echo/source_files.json",
+    params:
+        tree="echo",
+        root=source_roots()["echo"],
+        root_key="source.echo_root",
+        policy=SOURCE["missing_files"],
+        missing_list=OUT / "echo/missing_files.txt",
+        downloads=cohort_download_stamp("echo"),
+    log:
+        OUT / "logs/echo/files_check.log",
+    benchmark:
+        OUT / "benchmarks/echo/files_check.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,  # minutes
+    conda:
+        "../../envs/curation.yaml"
+    script:
+        "../scripts/source_files_check.py"
+
+
 rule view_classifier_demo:
     input:
         echo_source_files,
@@ -54,8 +82,9 @@ rule view_classifier_demo:
 rule echo_shard:
     input:
         echo_source_files,
+        [] if IS_DEMO else [OUT / "echo/source_files.json"],
         plan=OUT / "echo/plan.parquet",
-        classifier=view_classifier_weights(),
+        classifier=echo_classifier_input,
         code=library_code("echo_shard.py"),
     output:
         store=directory(OUT / "echo/shards/{shard}.zarr"),
@@ -68,6 +97,7 @@ rule echo_shard:
         echo_root=source_roots()["echo"],
         settings=echo_settings(),
         variant=config["echo"]["view_classifier"]["variant"],
+        missing_files=None if IS_DEMO else SOURCE["missing_files"],
         zarr_relpath="echo/shards/{shard}.zarr",
     log:
         OUT / "logs/echo/shard_{shard}.log",

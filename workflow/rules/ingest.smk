@@ -4,7 +4,7 @@
 
 rule ingest_table:
     input:
-        source=lambda wildcards: source_file(wildcards.table),
+        source=ingest_source_file,
         code=library_code("ingest_table.py"),
     output:
         table=OUT / "parquet/{table}.parquet",

@@ -11,4 +11,5 @@ with to_file(snakemake.log[0]):
         measured_out=snakemake.output.measured,
         exclusions_out=snakemake.output.exclusions,
         zarr_relpath=snakemake.params.zarr_relpath,
+        missing_files=snakemake.params.missing_files,
     )

@@ -15,5 +15,6 @@ with to_file(snakemake.log[0]):
         dicoms_out=snakemake.output.dicoms,
         exclusions_out=snakemake.output.exclusions,
         zarr_relpath=snakemake.params.zarr_relpath,
+        missing_files=snakemake.params.missing_files,
         threads=snakemake.threads,
     )
