@@ -42,4 +42,37 @@ for env_file in sorted(pathlib.Path("envs").glob("*.yaml")):
         lines.append(line)
     env_file.write_text("\n".join(lines) + "\n")
 PY
+# envs/slurm.lock: the SLURM executor (extra `slurm`, for cluster runs), locked on top of the main lock: the same
+# resolution with the extra added, keeping every version the main lock holds, then only the packages it adds. It is
+# installed after the main lock with `--no-deps`; `pip check` confirms its dependencies are the main lock's.
+with_slurm=$(mktemp)
+trap 'rm -f "$with_slurm"' EXIT
+cp envs/requirements.lock "$with_slurm"
+CUSTOM_COMPILE_COMMAND="envs/lock.sh" "$tools/bin/pip-compile" --quiet \
+  --generate-hashes --extra test --extra slurm --strip-extras --allow-unsafe \
+  --no-emit-index-url --no-emit-find-links --output-file "$with_slurm" pyproject.toml
+"$tools/bin/python" - "$with_slurm" <<'PY'
+import pathlib
+import re
+import sys
+
+pin = re.compile(r"^([A-Za-z0-9_.-]+)==")
+main = {m[1].lower() for line in pathlib.Path("envs/requirements.lock").read_text().splitlines() if (m := pin.match(line))}
+blocks, current = [], None
+for line in pathlib.Path(sys.argv[1]).read_text().splitlines():
+    if match := pin.match(line):
+        current = [line] if match[1].lower() not in main else None
+        if current is not None:
+            blocks.append(current)
+    elif current is not None and line.startswith(" "):
+        current.append(line)
+    else:
+        current = None
+header = [
+    "# The SLURM executor for workflow/profiles/slurm, locked on top of requirements.lock (made by envs/lock.sh).",
+    "# Install after the main lock: pip install --require-hashes --no-deps -r envs/slurm.lock && pip check",
+]
+pathlib.Path("envs/slurm.lock").write_text("\n".join(header + [l for b in blocks for l in b]) + "\n")
+PY
 echo "envs/requirements.lock: $(grep -cE '^[A-Za-z0-9_.-]+==' envs/requirements.lock) packages pinned with hashes"
+echo "envs/slurm.lock: $(grep -cE '^[A-Za-z0-9_.-]+==' envs/slurm.lock) more for the SLURM executor"
